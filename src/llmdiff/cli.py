@@ -1,0 +1,178 @@
+"""The ``llmdiff`` command line: one subcommand per stage of the data flow.
+
+    llmdiff shapes render|prompts|gt     the Shapes world: scenes, prompt suites, ground truth
+    llmdiff eval --images DIR            score a GenEval-layout folder (or --validate the evaluator)
+    llmdiff demo                         the main job on the embedded default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import LLMDiffError
+
+COMMANDS: dict[str, "callable"] = {}
+
+
+def command(name):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+# --- shapes -------------------------------------------------------------------------------------
+
+
+@command("shapes render")
+def _shapes_render(args) -> None:
+    import numpy as np
+
+    from .shapes.captions import caption
+    from .shapes.suites import load_suite
+    from .shapes.training_set import sample_spec
+    from .shapes.world import SceneSpec, render
+    from .viz import image_grid
+
+    rng = np.random.default_rng(args.seed)
+    if args.suite:
+        entries = load_suite(args.suite)[: args.n]
+        specs = [SceneSpec.from_dict(e["scene"]) for e in entries]
+        captions = [e["prompt"] for e in entries]
+    else:
+        specs = [sample_spec(rng) for _ in range(args.n)]
+        captions = [caption(s, "train", rng) for s in specs]
+    images = [render(s, rng, args.resolution).image for s in specs]
+    path = image_grid(images, captions, args.out, cols=args.cols)
+    print(f"wrote {len(images)} scenes to {path}")
+
+
+@command("shapes prompts")
+def _shapes_prompts(args) -> None:
+    from .shapes.suites import build_suite
+    from .utils import atomic_write_text
+
+    lines = "".join(json.dumps(e) + "\n" for e in build_suite(args.suite))
+    if args.out:
+        atomic_write_text(args.out, lines)
+        print(f"wrote {lines.count(chr(10))} prompts to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(lines)
+
+
+@command("shapes gt")
+def _shapes_gt(args) -> None:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .evaluation.layout import write_prompt_folder
+    from .shapes.corrupt import corrupt
+    from .shapes.suites import contradicting_spec, load_suite
+    from .shapes.world import SceneSpec, render
+
+    rng = np.random.default_rng(args.seed)
+    entries = load_suite(args.suite)
+    for i, entry in enumerate(tqdm(entries, desc="rendering", unit="prompt")):
+        images = []
+        for _ in range(args.images_per_prompt):
+            spec = contradicting_spec(entry, rng) if args.contradict else SceneSpec.from_dict(entry["scene"])
+            img = render(spec, rng, args.resolution, warp=0.15 if args.corrupt else 0.0).image
+            images.append(corrupt(img, rng) if args.corrupt else img)
+        write_prompt_folder(Path(args.out), i, entry, images)
+    print(f"wrote {len(entries)} prompts x {args.images_per_prompt} images to {args.out}")
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+
+@command("eval")
+def _eval(args) -> None:
+    from .evaluation.evaluate import markdown_summary, run_eval
+    from .utils import atomic_write_text
+
+    if args.validate:
+        from .evaluation.validate import validate, validation_markdown
+
+        report = validate(images_per_prompt=args.images_per_prompt, resolution=args.resolution or 32)
+        md = validation_markdown(report)
+        if args.out:
+            out = Path(args.out)
+            atomic_write_text(out / "validation.json", json.dumps(report, indent=2) + "\n")
+            atomic_write_text(out / "validation.md", md)
+        print(md)
+        return
+    if not args.images:
+        raise LLMDiffError("pass --images DIR (a GenEval-layout folder) or --validate")
+    summary = run_eval(Path(args.images), Path(args.out) if args.out else None, args.threshold, args.resolution)
+    print(markdown_summary(summary, f"Evaluation of {args.images}"))
+    print(f"results in {args.out or Path(args.images) / 'eval'}")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@command("demo")
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    shapes = sub.add_parser("shapes", help="the Shapes world: render scenes, write prompt suites, ground truth")
+    ssub = shapes.add_subparsers(dest="shapes_command", required=True, metavar="SUBCOMMAND")
+    r = ssub.add_parser("render", help="a PNG grid of scenes with their captions")
+    r.add_argument("--suite", help="render prompts of this suite (geneval, compbench, position_bias, paraphrase or a JSONL)")
+    r.add_argument("--n", type=int, default=16, help="number of scenes (default 16)")
+    r.add_argument("--resolution", type=int, default=32)
+    r.add_argument("--cols", type=int, default=4)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="shapes.png", help="output PNG (default shapes.png)")
+    pr = ssub.add_parser("prompts", help="a prompt suite in GenEval's metadata format (JSONL)")
+    pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias or paraphrase")
+    pr.add_argument("--out", help="write to this file instead of stdout")
+    gt = ssub.add_parser("gt", help="ground-truth renders of a suite in the GenEval folder layout")
+    gt.add_argument("--suite", required=True)
+    gt.add_argument("--out", required=True)
+    gt.add_argument("--images-per-prompt", type=int, default=4)
+    gt.add_argument("--resolution", type=int, default=32)
+    gt.add_argument("--corrupt", action="store_true", help="blur, noise, colour jitter and shape warp")
+    gt.add_argument("--contradict", action="store_true", help="render scenes that violate their prompts")
+    gt.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("eval", help="score generated images (GenEval layout) with the Shapes detector")
+    e.add_argument("--images", help="folder with 00000/metadata.jsonl + 00000/samples/0000.png ...")
+    e.add_argument("--out", help="report folder (default IMAGES/eval)")
+    e.add_argument("--threshold", type=float, default=0.5, help="minimum shape similarity of a detection (default 0.5)")
+    e.add_argument("--resolution", type=int, help="reject images of any other size")
+    e.add_argument("--validate", action="store_true", help="validate the evaluator on true and contradicting renders")
+    e.add_argument("--images-per-prompt", type=int, default=4, help="with --validate (default 4)")
+
+    d = sub.add_parser("demo", help="the main job on the embedded default model")
+    d.add_argument("--out", default="outputs/demo", help="where the grid and the report go (default outputs/demo)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    key = args.command + (f" {args.shapes_command}" if args.command == "shapes" else "")
+    try:
+        COMMANDS[key](args)
+    except (LLMDiffError, FileNotFoundError) as e:
+        print(f"llmdiff {key}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llmdiff {key}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``llmdiff eval``: detect, score and summarise a GenEval-layout folder; write JSON, Markdown and plots."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import LLMDiffError
+from ..shapes.suites import COMPBENCH_TAGS, GENEVAL_TAGS, POSITION_BINS
+from ..utils import atomic_write_text
+from .detect import DEFAULT_THRESHOLD, detect
+from .layout import Layout, read_layout
+from .scoring import score_entry
+
+BENCHMARK_ORDER = ("geneval", "compbench", "position_bias")
+
+
+def evaluate_layout(layout: Layout, threshold: float = DEFAULT_THRESHOLD, progress: bool = True) -> list[dict]:
+    """One result per image: pass/fail, every clause's result, and the detections."""
+    results = []
+    for s in tqdm(layout.samples, desc="evaluating", unit="img", disable=not progress):
+        detections = detect(s.image, threshold=threshold)
+        correct, clauses = score_entry(detections, s.entry)
+        results.append({
+            "filename": str(s.path),
+            "prompt_index": s.prompt_index,
+            "benchmark": s.entry.get("benchmark", "geneval"),
+            "tag": s.entry.get("tag", ""),
+            "prompt": s.entry["prompt"],
+            "heldout": bool(s.entry.get("heldout", False)),
+            "correct": correct,
+            "clauses": clauses,
+            "detections": [d.to_dict() for d in detections],
+        })
+    return results
+
+
+def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
+    """Per-benchmark task accuracies, overall = mean of task accuracies (GenEval's aggregation)."""
+    summary: dict = {"n_images": len(results), "errors": errors or [], "benchmarks": {}}
+    groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    split: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    bins: dict[int, list[bool]] = defaultdict(list)
+    for r in results:
+        groups[r["benchmark"]][r["tag"]].append(r["correct"])
+        split[r["benchmark"]]["heldout" if r["heldout"] else "seen"].append(r["correct"])
+        for c in r["clauses"]:
+            if "position_bin" in c:
+                bins[c["position_bin"]].append(c["passed"])
+    for bench in sorted(groups, key=lambda b: (BENCHMARK_ORDER + (b,)).index(b)):
+        order = list(GENEVAL_TAGS + COMPBENCH_TAGS)
+        ordered = sorted(groups[bench].items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+        tags = {t: {"accuracy": float(np.mean(v)), "n": len(v)} for t, v in ordered}
+        entry = {
+            "tasks": tags,
+            "overall": float(np.mean([t["accuracy"] for t in tags.values()])),
+            "by_composition": {k: {"accuracy": float(np.mean(v)), "n": len(v)} for k, v in sorted(split[bench].items())},
+        }
+        summary["benchmarks"][bench] = entry
+    if bins:
+        summary["position_bias"] = {
+            "bins": list(range(POSITION_BINS)),
+            "pair_accuracy": [float(np.mean(bins[b])) if bins[b] else None for b in range(POSITION_BINS)],
+            "n_pairs": [len(bins[b]) for b in range(POSITION_BINS)],
+        }
+    return summary
+
+
+def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
+    lines = [f"# {title}", "", f"{summary['n_images']} images scored."]
+    for bench, s in summary["benchmarks"].items():
+        lines += ["", f"## {bench}", "", "| task | accuracy | images |", "|---|---:|---:|"]
+        lines += [f"| {t} | {v['accuracy']:.3f} | {v['n']} |" for t, v in s["tasks"].items()]
+        lines.append(f"| **overall** (mean of tasks) | **{s['overall']:.3f}** | |")
+        comp = ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})" for k, v in s["by_composition"].items())
+        lines += ["", f"Images by composition: {comp}."]
+    if "position_bias" in summary:
+        pb = summary["position_bias"]
+        lines += ["", "## positional bias (pair accuracy by relative position in the prompt)", "",
+                  "| bin (0 = first, 4 = last) | " + " | ".join(str(b) for b in pb["bins"]) + " |",
+                  "|---|" + "---:|" * len(pb["bins"]),
+                  "| accuracy | " + " | ".join("-" if a is None else f"{a:.3f}" for a in pb["pair_accuracy"]) + " |",
+                  "| pairs | " + " | ".join(str(n) for n in pb["n_pairs"]) + " |"]
+    if summary["errors"]:
+        lines += ["", f"## {len(summary['errors'])} items could not be scored", ""]
+        lines += [f"- `{e['path']}`: {e['error']}" for e in summary["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_summary(summary: dict, out: Path) -> list[Path]:
+    """Per-task bars for every benchmark, and the positional-bias curve when present."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    benches = summary["benchmarks"]
+    if benches:
+        fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
+        for ax, (bench, s) in zip(axes[0], benches.items()):
+            tags = list(s["tasks"])
+            acc = [s["tasks"][t]["accuracy"] for t in tags]
+            ax.bar(range(len(tags)), acc, color="#4c72b0")
+            ax.axhline(s["overall"], color="#c44e52", ls="--", lw=1, label=f"overall {s['overall']:.2f}")
+            ax.set_xticks(range(len(tags)), tags, rotation=35, ha="right", fontsize=8)
+            ax.set_ylim(0, 1.05)
+            ax.set_title(bench)
+            ax.legend(fontsize=8, loc="lower right")
+        axes[0][0].set_ylabel("accuracy")
+        fig.tight_layout()
+        path = out / "tasks.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    if "position_bias" in summary:
+        pb = summary["position_bias"]
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        xs = [b for b, a in zip(pb["bins"], pb["pair_accuracy"]) if a is not None]
+        ax.plot(xs, [a for a in pb["pair_accuracy"] if a is not None], "o-")
+        ax.set_xticks(pb["bins"], ["first", "", "middle", "", "last"])
+        ax.set_xlabel("relative position of the attribute-noun pair in the prompt")
+        ax.set_ylabel("pair accuracy")
+        ax.set_ylim(0, 1.05)
+        fig.tight_layout()
+        path = out / "position_bias.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def run_eval(images: Path, out: Path | None = None, threshold: float = DEFAULT_THRESHOLD,
+             resolution: int | None = None, progress: bool = True, plots: bool = True) -> dict:
+    """Evaluate a folder and write results.jsonl, summary.json, summary.md and plots to ``out``."""
+    layout = read_layout(images, resolution)
+    if not layout.samples:
+        first = layout.errors[0] if layout.errors else {"path": str(images), "error": "nothing to score"}
+        raise LLMDiffError(f"no image in {images} could be scored; first problem: {first['path']}: {first['error']}")
+    results = evaluate_layout(layout, threshold, progress)
+    summary = summarize(results, layout.errors)
+    out = Path(out) if out else Path(images) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", markdown_summary(summary, f"Evaluation of {images}"))
+    if plots:
+        plot_summary(summary, out)
+    return summary

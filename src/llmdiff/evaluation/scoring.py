@@ -1,0 +1,135 @@
+"""Scoring rules: GenEval's clauses exactly, T2I-CompBench-style binding and spatial scores,
+and the per-pair accuracy behind the positional-bias curve.
+
+Each scorer takes the detections of one image and its suite entry and returns
+``(correct, clauses)``: whether the image passes, and one record per clause.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..shapes.world import relative_position
+from .detect import Detection
+
+
+def _by_class(detections: list[Detection]) -> dict[str, list[Detection]]:
+    """Detections per class, most confident first (GenEval checks only the top `count`)."""
+    out: dict[str, list[Detection]] = defaultdict(list)
+    for d in sorted(detections, key=lambda d: -d.confidence):
+        out[d.shape].append(d)
+    return out
+
+
+def _describe(req: dict) -> str:
+    return " ".join(str(req[k]) for k in ("count", "size", "color", "class") if k in req)
+
+
+def score_geneval(detections: list[Detection], entry: dict) -> tuple[bool, list[dict]]:
+    """GenEval's ``evaluate``: include clauses AND-ed (count, colour, position), exclude clauses OR-ed.
+
+    Colour (and our ``size`` extension) is checked on the ``count`` most confident objects
+    of the class; position compares every one of them with every object of the referenced group.
+    """
+    objects = _by_class(detections)
+    clauses: list[dict] = []
+    matched_groups: list[list[Detection] | None] = []
+    for i, req in enumerate(entry.get("include", [])):
+        cls, count = req["class"], int(req["count"])
+        found = objects.get(cls, [])[:count]
+        reason = ""
+        if len(found) < count:
+            reason = f"expected {cls}>={count}, found {len(found)}"
+        else:
+            for attr in ("color", "size"):
+                if attr in req and [getattr(o, attr) for o in found].count(req[attr]) < count:
+                    got = ", ".join(getattr(o, attr) for o in found)
+                    reason = f"expected {req[attr]} {cls}>={count}, found {got}"
+                    break
+            if not reason and "position" in req:
+                rel, target = req["position"]
+                group = matched_groups[target] if 0 <= target < len(matched_groups) else None
+                if group is None:
+                    reason = f"no target for {cls} to be {rel}"
+                else:
+                    for o in found:
+                        bad = [t for t in group if rel not in relative_position(o.bbox, t.bbox)]
+                        if bad:
+                            seen = " and ".join(sorted(relative_position(o.bbox, bad[0].bbox))) or "overlapping"
+                            reason = f"expected {cls} {rel} target, found {seen} target"
+                            break
+        matched_groups.append(None if reason else found)
+        clauses.append({"kind": "include", "index": i, "clause": _describe(req), "passed": not reason, "reason": reason})
+    for i, req in enumerate(entry.get("exclude", [])):
+        n = len(objects.get(req["class"], []))
+        ok = n < int(req["count"])
+        reason = "" if ok else f"expected {req['class']}<{req['count']}, found {n}"
+        clauses.append({"kind": "exclude", "index": i, "clause": f"<{req['count']} {req['class']}", "passed": ok, "reason": reason})
+    return all(c["passed"] for c in clauses), clauses
+
+
+def _matches(o: Detection, req: dict) -> bool:
+    return o.shape == req["class"] and all(getattr(o, a) == req[a] for a in ("color", "size") if a in req)
+
+
+def score_attributes(detections: list[Detection], entry: dict) -> tuple[bool, list[dict]]:
+    """T2I-CompBench-style binding: every noun phrase (attributes + noun) must be present somewhere.
+
+    BLIP-VQA's product of P(yes) per noun phrase becomes a product of 0/1 answers here, so an
+    image scores 1 only when each phrase is found with all of its attributes.
+    """
+    clauses = []
+    for i, req in enumerate(entry.get("include", [])):
+        ok = any(_matches(o, req) for o in detections)
+        c = {"kind": "include", "index": i, "clause": _describe(req), "passed": ok, "reason": "" if ok else f"no {_describe(req)}"}
+        if "position_bin" in req:
+            c["position_bin"] = req["position_bin"]
+        clauses.append(c)
+    return all(c["passed"] for c in clauses), clauses
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def score_spatial(detections: list[Detection], entry: dict) -> tuple[bool, list[dict]]:
+    """T2I-CompBench-style spatial (its UniDet rule): both objects found, the centre offset lies along
+    the relation's axis and points the right way, and the boxes overlap by IoU < 0.5."""
+    ref_req, subj_req = entry["include"][0], entry["include"][1]
+    rel = subj_req["position"][0]
+    refs = [o for o in detections if _matches(o, ref_req)]
+    subjs = [o for o in detections if _matches(o, subj_req)]
+    reason = ""
+    if not refs or not subjs:
+        reason = f"missing {_describe(ref_req) if not refs else _describe(subj_req)}"
+    else:
+        a, b = subjs[0], refs[0]
+        (ax, ay), (bx, by) = _center(a.bbox), _center(b.bbox)
+        dx, dy = ax - bx, ay - by
+        along = {"left of": -dx, "right of": dx, "above": -dy, "below": dy}[rel]
+        across = abs(dy) if rel in ("left of", "right of") else abs(dx)
+        if not (along > 0 and along > across and _iou(a.bbox, b.bbox) < 0.5):
+            reason = f"expected {_describe(subj_req)} {rel} {_describe(ref_req)}"
+    clause = {"kind": "include", "index": 1, "clause": f"{_describe(subj_req)} {rel} {_describe(ref_req)}",
+              "passed": not reason, "reason": reason}
+    return not reason, [clause]
+
+
+def _center(b):
+    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+
+
+def score_entry(detections: list[Detection], entry: dict) -> tuple[bool, list[dict]]:
+    """Pick the scoring rules by the entry's benchmark (GenEval when unspecified)."""
+    benchmark = entry.get("benchmark", "geneval")
+    if benchmark == "geneval":
+        return score_geneval(detections, entry)
+    if benchmark == "compbench":
+        return score_spatial(detections, entry) if entry["tag"] == "spatial" else score_attributes(detections, entry)
+    if benchmark == "position_bias":
+        return score_attributes(detections, entry)
+    raise ValueError(f"unknown benchmark {benchmark!r} (expected geneval, compbench or position_bias)")

@@ -1,0 +1,209 @@
+"""Captions with real language for Shapes scenes.
+
+Three phrasebooks with disjoint sentence frames:
+
+* ``train``      — the frames and words training captions are made of;
+* ``eval``       — other frames over the same words (the ``geneval``/``compbench``/``position_bias`` suites);
+* ``paraphrase`` — other frames again, plus synonyms that no training caption uses.
+
+Every frame is a ``str.format`` template over noun phrases ({A}, {B}, ... with their
+determiners), relation words ({rel}) and counts ({N} {nouns}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .world import ObjectSpec, SceneSpec
+
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+STANDARD_ATTRIBUTES = "{size} {color} {noun}"
+
+
+@dataclass(frozen=True)
+class Phrasebook:
+    name: str
+    nouns: dict[str, tuple[str, ...]]
+    plurals: dict[str, str]
+    colors: dict[str, tuple[str, ...]]
+    sizes: dict[str, tuple[str, ...]]
+    relations: dict[str, tuple[str, ...]]
+    # "B with A <on its left>": relation seen from B, as a pronoun phrase
+    relations_from_object: dict[str, tuple[str, ...]]
+    single: tuple[str, ...]
+    pair: tuple[str, ...]
+    relation: tuple[str, ...]
+    count: tuple[str, ...]
+    listing: tuple[str, ...]
+    count_words: dict[int, tuple[str, ...]]
+    attribute_frames: tuple[str, ...]  # how colour and size attach to a noun: "{size} {color} {noun}", "{size} {noun} in {color}"
+    suffixes: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+_COMMON_NOUNS = {
+    "circle": ("circle", "disc"),
+    "square": ("square", "box"),
+    "triangle": ("triangle",),
+    "cross": ("cross", "plus sign"),
+}
+_PLURALS = {
+    "circle": "circles", "disc": "discs", "square": "squares", "box": "boxes", "triangle": "triangles",
+    "cross": "crosses", "plus sign": "plus signs", "round shape": "round shapes", "block": "blocks",
+    "three-sided shape": "three-sided shapes", "plus symbol": "plus symbols",
+}
+_COMMON_COLORS = {c: (c,) for c in ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")}
+_COMMON_SIZES = {"small": ("small",), "large": ("large", "big")}
+_COMMON_RELATIONS = {
+    "left of": ("to the left of", "left of"),
+    "right of": ("to the right of", "right of"),
+    "above": ("above", "over"),
+    "below": ("below", "under"),
+}
+_COMMON_FROM_OBJECT = {
+    "left of": ("on its left", "to its left"),
+    "right of": ("on its right", "to its right"),
+    "above": ("above it",),
+    "below": ("below it", "under it"),
+}
+
+TRAIN = Phrasebook(
+    name="train",
+    nouns=_COMMON_NOUNS,
+    plurals=_PLURALS,
+    colors=_COMMON_COLORS,
+    sizes=_COMMON_SIZES,
+    relations=_COMMON_RELATIONS,
+    relations_from_object=_COMMON_FROM_OBJECT,
+    single=("{A}", "there is {A}", "an image of {A}", "{A} in the picture", "a drawing of {A}"),
+    pair=("{A} and {B}", "there is {A} and {B}", "an image of {A} and {B}", "{A} together with {B}"),
+    relation=(
+        "{A} {rel} {B}",
+        "there is {A} {rel} {B}",
+        "{rel} {B} there is {A}",
+        "{B} with {A} {rel_from_object}",
+        "an image of {A} {rel} {B}",
+    ),
+    count=("{N} {nouns}", "there are {N} {nouns}", "an image of {N} {nouns}", "{N} {nouns} in the picture"),
+    listing=("{list}", "there is {list}", "an image of {list}"),
+    count_words={n: (w, str(n)) for n, w in NUMBER_WORDS.items()},
+    attribute_frames=(STANDARD_ATTRIBUTES,),
+    suffixes=("", "", "", " on a plain background", " in a simple drawing", ", flat colors"),
+    prefixes=("",),
+)
+
+EVAL = Phrasebook(
+    name="eval",
+    nouns=_COMMON_NOUNS,
+    plurals=_PLURALS,
+    colors=_COMMON_COLORS,
+    sizes=_COMMON_SIZES,
+    relations=_COMMON_RELATIONS,
+    relations_from_object=_COMMON_FROM_OBJECT,
+    single=("a photo of {A}", "we see {A}"),
+    pair=("a photo of {A} and {B}", "{A} as well as {B}"),
+    relation=("a photo of {A} {rel} {B}", "{A} placed {rel} {B}"),
+    count=("a photo of {N} {nouns}", "exactly {N} {nouns}"),
+    listing=("a photo of {list}", "we see {list}"),
+    count_words={n: (w,) for n, w in NUMBER_WORDS.items()},
+    attribute_frames=(STANDARD_ATTRIBUTES,),
+    suffixes=("", " on a white background", ", minimal illustration"),
+    prefixes=("",),
+)
+
+PARAPHRASE = Phrasebook(
+    name="paraphrase",
+    nouns={
+        "circle": ("round shape",),
+        "square": ("block",),
+        "triangle": ("three-sided shape",),
+        "cross": ("plus symbol",),
+    },
+    plurals=_PLURALS,
+    colors={**_COMMON_COLORS, "red": ("scarlet",), "purple": ("violet",)},
+    sizes={"small": ("tiny", "little"), "large": ("huge",)},
+    relations={
+        "left of": ("on the left side of", "further left than"),
+        "right of": ("on the right side of", "further right than"),
+        "above": ("on top of", "higher up than"),
+        "below": ("beneath", "lower down than"),
+    },
+    relations_from_object={
+        "left of": ("sitting on its left-hand side",),
+        "right of": ("sitting on its right-hand side",),
+        "above": ("floating over it",),
+        "below": ("resting beneath it",),
+    },
+    single=("the picture contains {A} and nothing else", "somewhere in the image is {A}"),
+    pair=("both {A} and {B} appear", "the scene shows {B}, and also {A}"),
+    relation=("{A} sits {rel} {B}", "look at {B}: {A} is {rel} it", "{B}, with {A} {rel_from_object}"),
+    count=("the picture holds {N} {nouns}", "{N} {nouns}, no more and no less"),
+    listing=("the picture shows {list}", "in this drawing: {list}"),
+    count_words={1: ("a single",), 2: ("a pair of", "exactly two"), 3: ("a trio of", "exactly three"),
+                 4: ("exactly four",), 5: ("exactly five",)},
+    attribute_frames=("{size} {noun} in {color}", "{size} {noun} colored {color}"),
+    suffixes=("", " against an empty light backdrop"),
+    prefixes=("", "in a minimalist flat illustration, "),
+)
+
+PHRASEBOOKS = {p.name: p for p in (TRAIN, EVAL, PARAPHRASE)}
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _article(next_word: str) -> str:
+    return "an" if next_word[:1].lower() in "aeiou" else "a"
+
+
+def noun_phrase(o: ObjectSpec, book: Phrasebook, rng: np.random.Generator) -> str:
+    """'a small red circle', 'a box in blue', ... — attributes the spec leaves open are not mentioned."""
+    noun = _pick(rng, book.nouns[o.shape])
+    color = _pick(rng, book.colors[o.color]) if o.color else ""
+    size = _pick(rng, book.sizes[o.size]) if o.size else ""
+    frame = _pick(rng, book.attribute_frames)
+    if not color:  # frames such as "{noun} in {color}" only read well with a colour
+        frame = STANDARD_ATTRIBUTES
+    words = " ".join(frame.format(size=size, color=color, noun=noun).split())
+    return f"{_article(words)} {words}"
+
+
+def count_phrase(o: ObjectSpec, n: int, book: Phrasebook, rng: np.random.Generator) -> tuple[str, str]:
+    """('three', 'small red circles'): the number and the plural noun phrase of a counting caption."""
+    noun = book.plurals[_pick(rng, book.nouns[o.shape])]
+    size = _pick(rng, book.sizes[o.size]) if o.size else ""
+    color = _pick(rng, book.colors[o.color]) if o.color else ""
+    return _pick(rng, book.count_words[n]), " ".join(f"{size} {color} {noun}".split())
+
+
+def _join_list(phrases: list[str]) -> str:
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def caption(spec: SceneSpec, book: Phrasebook | str, rng: np.random.Generator) -> str:
+    """One caption for a scene specification in the phrasebook's language."""
+    book = PHRASEBOOKS[book] if isinstance(book, str) else book
+    objs = spec.objects
+    if spec.relations:
+        if len(objs) != 2 or len(spec.relations) != 1:
+            raise ValueError("relation captions describe exactly two objects and one relation")
+        i, rel, j = spec.relations[0]
+        body = _pick(rng, book.relation).format(
+            A=noun_phrase(objs[i], book, rng),
+            B=noun_phrase(objs[j], book, rng),
+            rel=_pick(rng, book.relations[rel]),
+            rel_from_object=_pick(rng, book.relations_from_object[rel]),
+        )
+    elif len(objs) > 1 and len(set(objs)) == 1:  # N identical objects: a counting caption
+        number, nouns = count_phrase(objs[0], len(objs), book, rng)
+        body = _pick(rng, book.count).format(N=number, nouns=nouns)
+    elif len(objs) == 1:
+        body = _pick(rng, book.single).format(A=noun_phrase(objs[0], book, rng))
+    elif len(objs) == 2:
+        body = _pick(rng, book.pair).format(A=noun_phrase(objs[0], book, rng), B=noun_phrase(objs[1], book, rng))
+    else:
+        body = _pick(rng, book.listing).format(list=_join_list([noun_phrase(o, book, rng) for o in objs]))
+    return _pick(rng, book.prefixes) + body + _pick(rng, book.suffixes)

@@ -1,0 +1,232 @@
+"""Prompt suites in GenEval's metadata format, the train/eval split, and contradicting scenes.
+
+Every suite entry is one JSON object: GenEval's ``prompt``, ``tag``, ``include``
+([{class, count, color?, position?: [relation, index]}]) and ``exclude``, plus our own
+``benchmark`` (which scoring rules apply), ``scene`` (the specification, so ground truth can
+be rendered) and ``heldout`` (whether the prompt uses a composition no training image has).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LLMDiffError
+
+from .captions import EVAL, PARAPHRASE, TRAIN, Phrasebook, caption
+from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
+
+# (colour, shape) pairs that no training image or caption contains: eval-only compositions.
+HELDOUT_COMPOSITIONS: frozenset[tuple[str, str]] = frozenset(
+    {("purple", "triangle"), ("orange", "square"), ("green", "cross"), ("pink", "circle")}
+)
+SUITES = ("geneval", "compbench", "position_bias", "paraphrase")
+GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+COMPBENCH_TAGS = ("color", "shape", "size", "spatial")
+POSITION_BINS = 5
+MIRROR = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def is_heldout(spec: SceneSpec) -> bool:
+    return any((o.color, o.shape) in HELDOUT_COMPOSITIONS for o in spec.objects)
+
+
+def clause(o: ObjectSpec, count: int = 1, with_color: bool = True) -> dict:
+    c = {"class": o.shape, "count": count}
+    if with_color and o.color:
+        c["color"] = o.color
+    if o.size:
+        c["size"] = o.size
+    return c
+
+
+def _entry(tag: str, benchmark: str, spec: SceneSpec, prompt: str, include: list, exclude=None, **extra) -> dict:
+    e = {"tag": tag, "include": include, "prompt": prompt}
+    if exclude:
+        e["exclude"] = exclude
+    e.update(benchmark=benchmark, scene=spec.to_dict(), heldout=is_heldout(spec), **extra)
+    return e
+
+
+def _geneval_specs(rng: np.random.Generator) -> list[tuple[str, SceneSpec]]:
+    colors = list(COLORS)
+    out: list[tuple[str, SceneSpec]] = []
+    for shape, _ in itertools.product(SHAPES, range(4)):
+        out.append(("single_object", SceneSpec((ObjectSpec(shape),))))
+    for a, b in itertools.permutations(SHAPES, 2):
+        out.append(("two_object", SceneSpec((ObjectSpec(a), ObjectSpec(b)))))
+    for shape, n, _ in itertools.product(SHAPES, (2, 3, 4), range(2)):
+        out.append(("counting", SceneSpec((ObjectSpec(shape),) * n)))
+    for shape, color in itertools.product(SHAPES, colors):
+        out.append(("colors", SceneSpec((ObjectSpec(shape, color),))))
+    for (a, b), rel in itertools.product(itertools.permutations(SHAPES, 2), RELATIONS):
+        # GenEval order: include[0] is the reference, include[1] is "<relation> include[0]".
+        out.append(("position", SceneSpec((ObjectSpec(b), ObjectSpec(a)), ((1, rel, 0),))))
+    for _ in range(32):
+        a, b = rng.choice(len(SHAPES), 2, replace=False)
+        ca, cb = rng.choice(len(colors), 2, replace=False)
+        out.append(("color_attr", SceneSpec((ObjectSpec(SHAPES[a], colors[ca]), ObjectSpec(SHAPES[b], colors[cb])))))
+    return out
+
+
+def _geneval_entry(tag: str, spec: SceneSpec, book: Phrasebook, rng: np.random.Generator, benchmark="geneval") -> dict:
+    objs = spec.objects
+    if tag == "position":
+        # Caption reads "<include[1]> <rel> <include[0]>" as GenEval's prompts do.
+        i, rel, j = spec.relations[0]
+        prompt = caption(SceneSpec((objs[i], objs[j]), ((0, rel, 1),)), book, rng)
+        include = [clause(objs[0]), {**clause(objs[1]), "position": [rel, 0]}]
+        return _entry(tag, benchmark, spec, prompt, include)
+    prompt = caption(spec, book, rng)
+    if tag == "counting":
+        n = len(objs)
+        return _entry(tag, benchmark, spec, prompt, [clause(objs[0], n)], [{"class": objs[0].shape, "count": n + 1}])
+    return _entry(tag, benchmark, spec, prompt, [clause(o) for o in objs])
+
+
+def geneval_suite(book: Phrasebook = EVAL, seed: int = 0, name: str = "geneval") -> list[dict]:
+    rng = np.random.default_rng(seed)
+    entries = [_geneval_entry(tag, spec, book, rng) for tag, spec in _geneval_specs(rng)]
+    if name == "paraphrase":  # a lighter suite: every other prompt of each task
+        entries = entries[::2]
+    return entries
+
+
+def compbench_suite(seed: int = 1) -> list[dict]:
+    """T2I-CompBench-style attribute binding (colour, shape, size) and spatial prompts."""
+    rng = np.random.default_rng(seed)
+    colors = list(COLORS)
+    entries = []
+    for tag in COMPBENCH_TAGS:
+        for _ in range(32):
+            a, b = (SHAPES[k] for k in rng.choice(len(SHAPES), 2, replace=False))
+            ca, cb = (colors[k] for k in rng.choice(len(colors), 2, replace=False))
+            if tag == "color":
+                spec = SceneSpec((ObjectSpec(a, ca), ObjectSpec(b, cb)))
+            elif tag == "shape":  # the same colour: only the nouns tell the objects apart
+                spec = SceneSpec((ObjectSpec(a, ca), ObjectSpec(b, ca)))
+            elif tag == "size":
+                sa, sb = SIZES if rng.random() < 0.5 else SIZES[::-1]
+                spec = SceneSpec((ObjectSpec(a, ca, sa), ObjectSpec(b, cb, sb)))
+            else:
+                rel = RELATIONS[int(rng.integers(len(RELATIONS)))]
+                spec = SceneSpec((ObjectSpec(a, ca), ObjectSpec(b, cb)), ((0, rel, 1),))
+            prompt = caption(spec, EVAL, rng)
+            include = [clause(o) for o in spec.objects]
+            if spec.relations:  # GenEval order: the reference first, then "<relation> include[0]"
+                include = [include[1], {**include[0], "position": [spec.relations[0][1], 0]}]
+            entries.append(_entry(tag, "compbench", spec, prompt, include))
+    return entries
+
+
+def position_bias_suite(seed: int = 2, per_bin: int = 24) -> list[dict]:
+    """Prompts of k = 3-5 attribute-noun pairs; every pair's relative position in the prompt is binned.
+
+    The tested pair of each prompt is placed so that each of the 5 bins (first ... last) is
+    tested ``per_bin`` times; every other pair of the prompt is scored too, in its own bin.
+    """
+    rng = np.random.default_rng(seed)
+    colors = list(COLORS)
+    entries = []
+    for b, rep in itertools.product(range(POSITION_BINS), range(per_bin)):
+        k = [3, 5][rep % 2] if b in (0, 2, 4) else [4, 5][rep % 2]  # k=3 has no bins 1/3, k=4 no bin 2
+        while True:
+            pairs = {(colors[int(rng.integers(len(colors)))], SHAPES[int(rng.integers(len(SHAPES)))]) for _ in range(k)}
+            if len(pairs) == k:
+                break
+        pairs = sorted(pairs)
+        rng.shuffle(pairs)
+        spec = SceneSpec(tuple(ObjectSpec(s, c, "small") for c, s in pairs))
+        bins = [int(round(i / (k - 1) * (POSITION_BINS - 1))) for i in range(k)]
+        tested = bins.index(b)
+        prompt = caption(SceneSpec(tuple(ObjectSpec(o.shape, o.color) for o in spec.objects)), EVAL, rng)
+        include = [{**clause(ObjectSpec(o.shape, o.color)), "position_bin": bins[i]} for i, o in enumerate(spec.objects)]
+        entries.append(_entry(f"bin{b}", "position_bias", spec, prompt, include, tested=tested))
+    return entries
+
+
+def build_suite(name: str) -> list[dict]:
+    if name == "geneval":
+        return geneval_suite()
+    if name == "paraphrase":
+        return geneval_suite(PARAPHRASE, seed=3, name="paraphrase")
+    if name == "compbench":
+        return compbench_suite()
+    if name == "position_bias":
+        return position_bias_suite()
+    raise LLMDiffError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
+
+
+def suite_path(name: str) -> Path:
+    return Path(str(resources.files("llmdiff.shapes").joinpath("suites", f"{name}.jsonl")))
+
+
+def load_suite(name_or_path: str) -> list[dict]:
+    """A shipped suite by name, or any GenEval-format JSONL file by path."""
+    path = suite_path(name_or_path) if name_or_path in SUITES else Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no prompt suite {name_or_path!r}: pass one of {', '.join(SUITES)} or a JSONL path")
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise LLMDiffError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+    return entries
+
+
+def split_description() -> dict:
+    """What separates training from evaluation, as recorded next to the shipped suites."""
+    return {
+        "heldout_compositions": sorted([c, s] for c, s in HELDOUT_COMPOSITIONS),
+        "phrasebooks": {
+            b.name: {"single": b.single, "pair": b.pair, "relation": b.relation, "count": b.count,
+                     "listing": b.listing, "nouns": b.nouns, "relations": b.relations}
+            for b in (TRAIN, EVAL, PARAPHRASE)
+        },
+        "suites": {"geneval": "eval", "compbench": "eval", "position_bias": "eval", "paraphrase": "paraphrase"},
+    }
+
+
+def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
+    """A scene that violates the prompt: another shape, wrong count, other colour, mirrored position, swapped attributes."""
+    spec = SceneSpec.from_dict(entry["scene"])
+    objs = list(spec.objects)
+    tag = entry["tag"]
+    colors = list(COLORS)
+
+    def other(options, *exclude):
+        return [x for x in options if x not in exclude][int(rng.integers(len(options) - len(set(exclude))))]
+
+    if tag in ("single_object",):
+        objs = [ObjectSpec(other(SHAPES, objs[0].shape))]
+    elif tag in ("two_object",):
+        objs[1] = ObjectSpec(other(SHAPES, objs[0].shape, objs[1].shape))
+    elif tag == "counting":
+        n = len(objs)
+        objs = [objs[0]] * (n - 1 if rng.random() < 0.5 or n >= 4 else n + 1)
+    elif tag in ("colors",):
+        objs = [ObjectSpec(objs[0].shape, other(colors, objs[0].color), objs[0].size)]
+    elif tag in ("position", "spatial"):
+        (i, rel, j), = spec.relations
+        return SceneSpec(spec.objects, ((i, MIRROR[rel], j),))
+    elif tag in ("color_attr", "color"):
+        a, b = objs
+        objs = [ObjectSpec(a.shape, b.color, a.size), ObjectSpec(b.shape, a.color, b.size)]
+    elif tag == "shape":
+        objs[1] = ObjectSpec(other(SHAPES, objs[0].shape, objs[1].shape), objs[1].color, objs[1].size)
+    elif tag == "size":
+        a, b = objs
+        objs = [ObjectSpec(a.shape, a.color, b.size), ObjectSpec(b.shape, b.color, a.size)]
+    elif entry.get("benchmark") == "position_bias":
+        asked = {(o.color, o.shape) for o in objs}
+        objs = [ObjectSpec(o.shape, rng.choice([c for c in colors if (c, o.shape) not in asked]), o.size) for o in objs]
+    else:
+        raise ValueError(f"no contradiction rule for tag {tag!r}")
+    return SceneSpec(tuple(objs))
