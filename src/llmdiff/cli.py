@@ -1,6 +1,7 @@
 """The ``llmdiff`` command line: one subcommand per stage of the data flow.
 
     llmdiff shapes render|prompts|gt     the Shapes world: scenes, prompt suites, ground truth
+    llmdiff encode --captions FILE ...   read captions with a frozen LLM into a feature cache
     llmdiff eval --images DIR            score a GenEval-layout folder (or --validate the evaluator)
     llmdiff demo                         the main job on the embedded default
 """
@@ -86,6 +87,35 @@ def _shapes_gt(args) -> None:
     print(f"wrote {len(entries)} prompts x {args.images_per_prompt} images to {args.out}")
 
 
+# --- encode -------------------------------------------------------------------------------------
+
+
+def parse_layers_arg(text: str):
+    """'-3', 'last', 'all' or '0,10,20' from the command line."""
+    if text in ("last", "all"):
+        return text
+    try:
+        items = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise LLMDiffError(f"--layers takes 'last', 'all', an index such as -3 or a list such as 10,20,-1; got {text!r}") from None
+    return items[0] if len(items) == 1 else tuple(items)
+
+
+@command("encode")
+def _encode(args) -> None:
+    from .encoders import EncoderConfig, load_encoder
+    from .encoders.cache import build_cache, read_captions
+
+    cfg = EncoderConfig(model=args.encoder, layers=parse_layers_arg(args.layers), mode=args.mode,
+                        block_groups=args.block_groups, instruction=args.instruction, chat_template=args.chat_template,
+                        max_length=args.max_length, padding_side=args.padding_side, strict=args.strict)
+    captions = read_captions(args.captions)
+    encoder = load_encoder(cfg)
+    root = build_cache(encoder, captions, args.out, shard_size=args.shard_size, dtype=args.dtype,
+                       batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"encoded {len(captions)} captions with {args.encoder} into {root}")
+
+
 # --- eval ---------------------------------------------------------------------------------------
 
 
@@ -146,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--corrupt", action="store_true", help="blur, noise, colour jitter and shape warp")
     gt.add_argument("--contradict", action="store_true", help="render scenes that violate their prompts")
     gt.add_argument("--seed", type=int, default=0)
+
+    enc = sub.add_parser("encode", help="encode a caption set into a feature cache (safetensors shards)")
+    enc.add_argument("--encoder", default="smollm2-135m", help="packaged name, local folder, .gguf file or hub id")
+    enc.add_argument("--layers", default="-3", help="'last', 'all', an index such as -3, or a list such as 10,20,-1")
+    enc.add_argument("--mode", default="hidden", choices=["hidden", "blockwise"],
+                     help="hidden states, or LLMDiff per-block context differences")
+    enc.add_argument("--block-groups", type=int, default=0, help="blockwise: sum blocks into this many groups")
+    enc.add_argument("--instruction", default=None, help="'default' (LI-DiT's), 'none', or the instruction text")
+    enc.add_argument("--chat-template", action="store_true", help="wrap instruction and prompt in the chat template")
+    enc.add_argument("--max-length", type=int, default=64, help="prompt tokens kept (default 64)")
+    enc.add_argument("--padding-side", default="right", choices=["right", "left"])
+    enc.add_argument("--strict", action="store_true", help="refuse over-long prompts instead of truncating them")
+    enc.add_argument("--captions", required=True, help="text file (one caption per line) or JSONL with caption/prompt")
+    enc.add_argument("--out", required=True, help="cache folder")
+    enc.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"])
+    enc.add_argument("--shard-size", type=int, default=256)
+    enc.add_argument("--batch-size", type=int, default=64)
+    enc.add_argument("--overwrite", action="store_true", help="replace a cache built with other settings")
 
     e = sub.add_parser("eval", help="score generated images (GenEval layout) with the Shapes detector")
     e.add_argument("--images", help="folder with 00000/metadata.jsonl + 00000/samples/0000.png ...")

@@ -1,0 +1,177 @@
+"""What every prompt encoder returns, its configuration, and the bad-input rules they share.
+
+Mask convention everywhere in llmdiff: bool (B, L), True = keep.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from ..errors import LLMDiffError
+
+log = logging.getLogger(__name__)
+
+# LI-DiT's instruction, inserted before the prompt.
+DEFAULT_INSTRUCTION = (
+    "Describe the image by detailing the color, shape, size, texture, quantity, text, "
+    "and spatial relationships of the objects:"
+)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How prompts become features. Every field is part of the feature-cache key."""
+
+    model: str = "smollm2-135m"  # a packaged short name, a local folder, a .gguf file or a hub id
+    layers: str | int | tuple[int, ...] = -3  # "last", an index into hidden states (0 = embeddings), a list, "all"
+    mode: str = "hidden"  # "hidden": hidden states; "blockwise": LLMDiff per-block context differences
+    normalize: bool = False  # RMS-normalise each returned layer (for a learnable layer mix)
+    block_groups: int = 0  # blockwise: sum consecutive blocks into this many groups (0 = one per block)
+    instruction: str | None = None  # None, "default" (LI-DiT's) or the instruction text itself
+    chat_template: bool = False  # wrap instruction + prompt in the tokenizer's chat template
+    max_length: int = 64  # prompt tokens kept; longer prompts are truncated with a warning (or refused if strict)
+    padding_side: str = "right"  # "right" or "left"
+    keep_instruction: bool = False  # also return instruction/template tokens, with prompt_mask marking the prompt
+    prefix_cache: bool = True  # compute the instruction's key/value cache once and reuse it
+    strict: bool = False  # refuse over-long prompts instead of truncating
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if isinstance(self.layers, list):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.mode not in ("hidden", "blockwise"):
+            raise LLMDiffError(f"encoder mode must be 'hidden' or 'blockwise', got {self.mode!r}")
+        if self.padding_side not in ("left", "right"):
+            raise LLMDiffError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.max_length < 1:
+            raise LLMDiffError(f"max_length must be at least 1, got {self.max_length}")
+
+    @property
+    def instruction_text(self) -> str | None:
+        if self.instruction in (None, "", "none"):
+            return None
+        return DEFAULT_INSTRUCTION if self.instruction == "default" else self.instruction
+
+    def replace(self, **changes) -> "EncoderConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers) if isinstance(self.layers, tuple) else self.layers
+        return d
+
+
+@dataclass
+class EncoderOutput:
+    """features: (B, L, D), or (B, n, L, D) when several layers/blocks are kept; mask: (B, L) bool, True = keep.
+
+    prompt_mask marks the prompt's own tokens when instruction tokens are kept (``keep_instruction``);
+    ``drop_instruction`` removes the others. ``truncated[b]`` counts prompt tokens cut from prompt b.
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    prompt_mask: torch.Tensor | None = None
+    truncated: list[int] = field(default_factory=list)
+
+    def repeat(self, n: int) -> "EncoderOutput":
+        """Each prompt's features n times in a row (prompt 0 x n, prompt 1 x n, ...), masks in the same order."""
+        rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
+        return EncoderOutput(rep(self.features), rep(self.mask), rep(self.prompt_mask),
+                             [c for c in self.truncated for _ in range(n)])
+
+
+def drop_instruction(features: torch.Tensor, mask: torch.Tensor, prompt_mask: torch.Tensor):
+    """Keep only the prompt tokens, left-aligned: (B, [n,] L, D) -> (B, [n,] L', D) with L' the longest prompt.
+
+    Features at masked positions are zero.
+    """
+    keep = prompt_mask & mask
+    n = int(keep.sum(1).max().item()) if keep.numel() else 0
+    # stable sort puts each row's prompt tokens first, in their original order
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :n]  # (B, L')
+    new_mask = torch.gather(keep, 1, order)
+    if features.dim() == 4:
+        idx = order[:, None, :, None].expand(-1, features.shape[1], -1, features.shape[-1])
+        out = torch.gather(features, 2, idx)
+        return torch.where(new_mask[:, None, :, None], out, torch.zeros((), dtype=out.dtype)), new_mask
+    out = torch.gather(features, 1, order[..., None].expand(-1, -1, features.shape[-1]))
+    return torch.where(new_mask[..., None], out, torch.zeros((), dtype=out.dtype)), new_mask
+
+
+def check_prompts(prompts) -> list[str]:
+    """A list of strings, or a clear error. Empty strings are allowed: they encode as the unconditional prompt."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise LLMDiffError("no prompts to encode")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise LLMDiffError(f"prompts must be strings; prompt {i} is {type(p).__name__}: {p!r}")
+    return prompts
+
+
+def truncate_prompt_ids(ids: list[list[int]], max_length: int, strict: bool) -> list[int]:
+    """Cut prompt token lists to max_length; one warning for the batch (or an error when strict)."""
+    cut = [max(0, len(x) - max_length) for x in ids]
+    if any(cut):
+        worst = max(range(len(cut)), key=cut.__getitem__)
+        msg = (f"{sum(c > 0 for c in cut)} prompt(s) longer than max_length={max_length} tokens; "
+               f"up to {cut[worst]} tokens cut (prompt {worst})")
+        if strict:
+            raise LLMDiffError(msg + "; shorten the prompt or raise max_length")
+        log.warning(msg)
+    for x in ids:
+        del x[max_length:]
+    return cut
+
+
+class PromptEncoder(ABC):
+    """Frozen text encoder: ``encode(prompts) -> EncoderOutput``. No gradients, eval mode."""
+
+    config: EncoderConfig
+    model_id: str
+
+    @property
+    @abstractmethod
+    def hidden_size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def n_outputs(self) -> int:
+        """How many layers/blocks each token carries: 1 for (B, L, D) features, n for (B, n, L, D)."""
+
+    @abstractmethod
+    def encode(self, prompts, batch_size: int = 64) -> EncoderOutput: ...
+
+    def cache_key(self) -> dict:
+        """Everything the features depend on: model weights, layers, template, max length, padding side."""
+        return {"model_id": self.model_id, **self.config.to_dict(), "encoder": type(self).__name__}
+
+
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after any text ([BOS], or [CLS] ... [SEP], or nothing)."""
+    with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
+    bare = tokenizer("x", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(bare) + 1):
+        if with_special[start:start + len(bare)] == bare:
+            return with_special[:start], with_special[start + len(bare):]
+    return [], []
+
+
+def rms_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def pad_stack(rows: list[torch.Tensor], length: int, dim: int) -> torch.Tensor:
+    """Zero-pad tensors along `dim` to `length` and stack them on a new batch dimension."""
+    out = []
+    for r in rows:
+        pad = [0, 0] * (r.dim() - dim - 1) + [0, length - r.shape[dim]]
+        out.append(torch.nn.functional.pad(r, pad))
+    return torch.stack(out)

@@ -1,0 +1,182 @@
+"""The feature cache: every caption is read by the frozen LLM once, and training reads the result.
+
+Layout of a cache folder::
+
+    manifest.json              key (model id, layers, template, max length, padding side, ...),
+                               caption-set hash, shard size, dtype, completeness
+    captions.json              the captions, in order
+    shard-00000.safetensors    features (n, [k,] L, D) and mask (n, L) for captions 0..n-1
+    ...
+
+Shards are written atomically (temp file + rename), so a killed run resumes at the first
+missing shard and nothing is lost or duplicated. A folder whose manifest has another key is
+never reused silently. Shards are split across processes with accelerate, so the same
+command runs on one CPU, two CPU processes (gloo) or many GPUs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ..errors import LLMDiffError
+from ..utils import atomic_write_bytes, atomic_write_text, cache_dir
+from .base import PromptEncoder, pad_stack
+
+FORMAT = 1
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def captions_hash(captions: list[str]) -> str:
+    return hashlib.sha256("\n".join(captions).encode()).hexdigest()[:16]
+
+
+def default_cache_folder(key: dict, captions: list[str]) -> Path:
+    """Where training keeps the features of a caption set for an encoder: one folder per (key, captions)."""
+    return cache_dir() / "features" / f"{key_hash(key)}-{captions_hash(captions)}"
+
+
+@dataclass
+class CachedFeatures:
+    features: torch.Tensor  # (N, [k,] L, D)
+    mask: torch.Tensor  # (N, L) bool, True = keep
+    captions: list[str]
+    manifest: dict
+
+
+def _shard_path(root: Path, i: int) -> Path:
+    return root / f"shard-{i:05d}.safetensors"
+
+
+def _manifest(encoder_key: dict, captions: list[str], shard_size: int, dtype: str) -> dict:
+    return {"format": FORMAT, "key": encoder_key, "key_hash": key_hash(encoder_key),
+            "captions_sha256": captions_hash(captions), "n_captions": len(captions), "shard_size": shard_size,
+            "dtype": dtype, "complete": False}
+
+
+def _check_compatible(root: Path, want: dict, overwrite: bool) -> None:
+    """An existing folder must hold the same key and captions, else be wiped (overwrite) or refused."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        return
+    have = json.loads(path.read_text())
+    same = {k: have.get(k) for k in ("format", "key_hash", "captions_sha256", "shard_size", "dtype")} == \
+           {k: want[k] for k in ("format", "key_hash", "captions_sha256", "shard_size", "dtype")}
+    if same:
+        return
+    if not overwrite:
+        raise LLMDiffError(f"{root} holds features of another encoder setting or caption set "
+                           f"(key {have.get('key_hash')}, captions {have.get('captions_sha256')}); "
+                           "use another --out or pass --overwrite")
+    for f in root.glob("shard-*.safetensors"):
+        f.unlink()
+    path.unlink()
+
+
+def build_cache(encoder: PromptEncoder, captions: list[str], root: Path | str, shard_size: int = 256,
+                dtype: str = "float16", batch_size: int = 64, overwrite: bool = False, progress: bool = True,
+                on_shard=None) -> Path:
+    """Encode every caption into `root`, resuming where a previous run stopped; returns `root`.
+
+    Run under ``torchrun``/``accelerate launch`` to split the shards across processes.
+    """
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    if dtype not in DTYPES:
+        raise LLMDiffError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    root = Path(root)
+    state = PartialState(cpu=not torch.cuda.is_available())  # on CPU, torchrun ranks need cpu=True to form a gloo group
+    want = _manifest(encoder.cache_key(), captions, shard_size, dtype)
+    if state.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        _check_compatible(root, want, overwrite)
+        if not (root / "manifest.json").is_file():
+            atomic_write_text(root / "captions.json", json.dumps(captions) + "\n")
+            atomic_write_text(root / "manifest.json", json.dumps(want, indent=2) + "\n")
+    state.wait_for_everyone()
+    n_shards = (len(captions) + shard_size - 1) // shard_size
+    todo = [i for i in range(n_shards) if not _shard_path(root, i).is_file()]
+    with state.split_between_processes(todo) as mine:
+        total = sum(len(captions[i * shard_size:(i + 1) * shard_size]) for i in todo)
+        bar = tqdm(total=total, desc="encoding captions", unit="caption",
+                   disable=not (progress and state.is_main_process))
+        for i in mine:
+            part = captions[i * shard_size:(i + 1) * shard_size]
+            out = encoder.encode(part, batch_size=batch_size)
+            tensors = {"features": out.features.to(DTYPES[dtype]).contiguous().cpu(),
+                       "mask": out.mask.contiguous().cpu()}
+            atomic_write_bytes(_shard_path(root, i), save(tensors, metadata={"first": str(i * shard_size),
+                                                                          "rank": str(state.process_index)}))
+            bar.update(min(len(part) * state.num_processes, total - bar.n))  # the other processes move alike
+            if on_shard is not None:
+                on_shard(i)
+        bar.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        missing = [i for i in range(n_shards) if not _shard_path(root, i).is_file()]
+        if missing:
+            raise LLMDiffError(f"cache {root} is missing shards {missing[:5]}; run the same command again to resume")
+        manifest = json.loads((root / "manifest.json").read_text())
+        manifest.update(complete=True, n_shards=n_shards, hidden_size=encoder.hidden_size, n_outputs=encoder.n_outputs)
+        atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    state.wait_for_everyone()
+    return root
+
+
+def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dtype = torch.float32) -> CachedFeatures:
+    """All features of a complete cache folder, padded to the longest caption."""
+    root = Path(root)
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise LLMDiffError(f"no feature cache at {root} (no manifest.json); build it with `llmdiff encode`")
+    manifest = json.loads(path.read_text())
+    if not manifest.get("complete"):
+        raise LLMDiffError(f"feature cache {root} is incomplete; run the same `llmdiff encode` command to resume")
+    if expect_key is not None and manifest["key_hash"] != key_hash(expect_key):
+        raise LLMDiffError(f"feature cache {root} was built with another encoder setting "
+                           f"({manifest['key']}); rebuild it for {expect_key}")
+    feats, masks = [], []
+    for i in range(manifest["n_shards"]):
+        try:
+            t = load_file(_shard_path(root, i))
+        except (SafetensorError, OSError) as e:
+            raise LLMDiffError(f"corrupt cache shard {_shard_path(root, i)} ({e}); delete it and rerun "
+                               "`llmdiff encode` to rebuild it") from None
+        feats += list(t["features"].to(dtype))
+        masks += list(t["mask"])
+    length = max(m.shape[0] for m in masks)
+    captions = json.loads((root / "captions.json").read_text())
+    if len(captions) != len(feats):
+        raise LLMDiffError(f"feature cache {root} holds {len(feats)} rows for {len(captions)} captions; rebuild it")
+    return CachedFeatures(pad_stack(feats, length, feats[0].dim() - 2), pad_stack(masks, length, 0), captions, manifest)
+
+
+def read_captions(path: Path | str) -> list[str]:
+    """Captions from a text file (one per line) or JSONL (a "caption" or "prompt" field per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LLMDiffError(f"no captions file {path}")
+    lines = path.read_text().splitlines()
+    if path.suffix != ".jsonl":
+        return [l for l in lines if l.strip()]
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            out.append(d["caption"] if "caption" in d else d["prompt"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise LLMDiffError(f"{path}:{n}: expected a JSON object with a 'caption' or 'prompt' field") from None
+    return out

