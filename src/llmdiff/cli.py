@@ -2,7 +2,11 @@
 
     llmdiff shapes render|prompts|gt     the Shapes world: scenes, prompt suites, ground truth
     llmdiff encode --captions FILE ...   read captions with a frozen LLM into a feature cache
+    llmdiff train CONFIG.yaml [k=v ...]  train a denoiser (LI-DiT, U-Net, U-Net + LLMDiff adapter)
+    llmdiff generate "PROMPT" --out x.png    images from a trained model (or --prompts SUITE --out DIR)
     llmdiff eval --images DIR            score a GenEval-layout folder (or --validate the evaluator)
+    llmdiff experiment SPEC.yaml         train and compare variants (the papers' ablations)
+    llmdiff autoencoder --out DIR        train the small autoencoder for latent diffusion
     llmdiff demo                         the main job on the embedded default
 """
 
@@ -116,6 +120,76 @@ def _encode(args) -> None:
     print(f"encoded {len(captions)} captions with {args.encoder} into {root}")
 
 
+# --- train and generate -------------------------------------------------------------------------
+
+
+@command("train")
+def _train(args) -> None:
+    from .config import load_config
+    from .training.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+    model_dir = train(cfg, run_dir, resume=args.resume)
+    print(f"trained model in {model_dir}; run folder {run_dir} (loss.png, samples/, log.jsonl)")
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "shapes-lidit"
+
+
+@command("generate")
+def _generate(args) -> None:
+    import torch
+
+    from .pipelines import LLMDiffPipeline, generate_suite
+    from .shapes.suites import load_suite
+
+    if bool(args.prompt) == bool(args.prompts):
+        raise LLMDiffError("give one prompt in quotes, or --prompts SUITE_OR_JSONL")
+    model = Path(args.model) if args.model else DEFAULT_MODEL
+    if not (model / "config.json").is_file():
+        raise LLMDiffError(f"no trained model at {model}; pass --model RUN/model (train one with `llmdiff train`)")
+    pipe = LLMDiffPipeline.from_model_dir(model, scheduler=args.scheduler)
+    if args.prompts:
+        out = generate_suite(pipe, load_suite(args.prompts), args.out, args.images_per_prompt, args.seed,
+                             args.guidance_scale, args.steps)
+        print(f"wrote images for {args.prompts} to {out} (score them with `llmdiff eval --images {out}`)")
+        return
+    result = pipe(args.prompt, num_images_per_prompt=args.images_per_prompt, guidance_scale=args.guidance_scale,
+                  num_inference_steps=args.steps, generator=torch.Generator().manual_seed(args.seed))
+    out = Path(args.out)
+    if len(result.images) == 1:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.images[0].resize((args.display_size,) * 2, 0).save(out)
+    else:
+        from .viz import image_grid
+
+        import numpy as np
+
+        image_grid([np.asarray(i) for i in result.images], [args.prompt] * len(result.images), out)
+    print(f"wrote {out}")
+
+
+@command("autoencoder")
+def _autoencoder(args) -> None:
+    from .autoencoder import train_autoencoder
+
+    out = train_autoencoder(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                            resolution=args.resolution, seed=args.seed)
+    print(f"autoencoder in {out}; use it with model.autoencoder={out}")
+
+
+@command("experiment")
+def _experiment(args) -> None:
+    from .experiments import load_spec, run_experiment
+
+    spec = load_spec(args.spec)
+    variants = args.variants.split(",") if args.variants else None
+    report = run_experiment(spec, variants, Path(args.runs), Path(args.results))
+    print((Path(args.results) / spec.name / "results.md").read_text())
+    print(f"{len(report['variants'])} variant(s) reported in {Path(args.results) / spec.name}")
+
+
 # --- eval ---------------------------------------------------------------------------------------
 
 
@@ -194,6 +268,38 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--shard-size", type=int, default=256)
     enc.add_argument("--batch-size", type=int, default=64)
     enc.add_argument("--overwrite", action="store_true", help="replace a cache built with other settings")
+
+    t = sub.add_parser("train", help="train a model from a YAML experiment config")
+    t.add_argument("config", help="YAML config, e.g. configs/shapes-lidit.yaml")
+    t.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=200 model.preset=small")
+    t.add_argument("--run-dir", help="run folder (default runs/NAME)")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+
+    g = sub.add_parser("generate", help="images from prompts with a trained model")
+    g.add_argument("prompt", nargs="?", help="one prompt, e.g. \"a red circle to the left of a blue square\"")
+    g.add_argument("--prompts", help="a suite name or GenEval-format JSONL: writes the GenEval folder layout")
+    g.add_argument("--model", help="trained model folder (default: the shipped models/shapes-lidit)")
+    g.add_argument("--out", default="out.png", help="PNG for one prompt, folder for --prompts")
+    g.add_argument("--images-per-prompt", type=int, default=1)
+    g.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's)")
+    g.add_argument("--scheduler", default="default", help="default, flow_euler, dpm_solver or ddim")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--display-size", type=int, default=256, help="pixel size of a single saved image (nearest upscale)")
+
+    a = sub.add_parser("autoencoder", help="train the small image autoencoder for latent diffusion")
+    a.add_argument("--out", required=True, help="output folder, e.g. models/shapes-ae")
+    a.add_argument("--steps", type=int, default=1500)
+    a.add_argument("--batch-size", type=int, default=32)
+    a.add_argument("--lr", type=float, default=1e-3)
+    a.add_argument("--resolution", type=int, default=32)
+    a.add_argument("--seed", type=int, default=0)
+
+    x = sub.add_parser("experiment", help="train and compare variants of a config with the same budget")
+    x.add_argument("spec", help="experiment YAML, e.g. configs/experiments/ladder.yaml")
+    x.add_argument("--variants", help="comma-separated subset of the variants")
+    x.add_argument("--runs", default="runs/experiments", help="where runs go (not committed)")
+    x.add_argument("--results", default="docs/results", help="where tables and plots go")
 
     e = sub.add_parser("eval", help="score generated images (GenEval layout) with the Shapes detector")
     e.add_argument("--images", help="folder with 00000/metadata.jsonl + 00000/samples/0000.png ...")

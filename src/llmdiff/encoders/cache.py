@@ -134,8 +134,8 @@ def build_cache(encoder: PromptEncoder, captions: list[str], root: Path | str, s
     return root
 
 
-def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dtype = torch.float32) -> CachedFeatures:
-    """All features of a complete cache folder, padded to the longest caption."""
+def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dtype | None = torch.float32) -> CachedFeatures:
+    """All features of a complete cache folder, padded to the longest caption (dtype None: as stored)."""
     root = Path(root)
     path = root / "manifest.json"
     if not path.is_file():
@@ -153,7 +153,7 @@ def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dt
         except (SafetensorError, OSError) as e:
             raise LLMDiffError(f"corrupt cache shard {_shard_path(root, i)} ({e}); delete it and rerun "
                                "`llmdiff encode` to rebuild it") from None
-        feats += list(t["features"].to(dtype))
+        feats += list(t["features"] if dtype is None else t["features"].to(dtype))
         masks += list(t["mask"])
     length = max(m.shape[0] for m in masks)
     captions = json.loads((root / "captions.json").read_text())

@@ -1,0 +1,67 @@
+"""The text side of LI-DiT: cached features of K LLMs -> one token sequence for cross-attention.
+
+    per LLM:   connector (single layer / layer mix / LLMDiff block-wise) -> token refiner
+    K >= 2:    collaborative refiner, or plain concatenation (ablation)
+    finally:   instruction tokens, if the encoder kept them, are dropped (LI-DiT drops them here)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..encoders.base import drop_instruction
+from .features import make_feature_connector
+from .refiner import CollaborativeRefiner, TokenRefiner
+
+
+@dataclass
+class TextInput:
+    """One LLM's cached features for a batch: (B, [n,] L, D), mask (B, L) and an optional prompt mask."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    prompt_mask: torch.Tensor | None = None
+
+    def to(self, device) -> "TextInput":
+        pm = None if self.prompt_mask is None else self.prompt_mask.to(device)
+        return TextInput(self.features.to(device), self.mask.to(device), pm)
+
+    def select(self, index) -> "TextInput":
+        pm = None if self.prompt_mask is None else self.prompt_mask[index]
+        return TextInput(self.features[index], self.mask[index], pm)
+
+    def dropped(self, drop: torch.Tensor) -> "TextInput":
+        """Caption dropout: rows where `drop` is True become the empty (all-masked) prompt."""
+        keep = ~drop[:, None]
+        pm = None if self.prompt_mask is None else self.prompt_mask & keep
+        return TextInput(self.features, self.mask & keep, pm)
+
+
+class TextConditioner(nn.Module):
+    def __init__(self, in_dims: list[int], n_outputs: list[int], dim: int, heads: int, connector: str = "single",
+                 refiner_depth: int = 2, refiner_causal: bool = False, collaborative: bool = True):
+        super().__init__()
+        self.connectors = nn.ModuleList(make_feature_connector(connector, d, dim, n) for d, n in zip(in_dims, n_outputs))
+        self.refiners = nn.ModuleList(TokenRefiner(dim, heads, refiner_depth, refiner_causal) for _ in in_dims) \
+            if refiner_depth > 0 else None
+        self.collaborative = CollaborativeRefiner(dim, heads, len(in_dims)) if len(in_dims) > 1 and collaborative else None
+
+    def forward(self, texts: list[TextInput], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, L, dim) and mask (B, L) for the denoiser's cross-attention."""
+        xs, masks = [], []
+        for k, text in enumerate(texts):
+            x = self.connectors[k](text.features) * text.mask[..., None]  # (B, L_k, dim)
+            if self.refiners is not None:
+                x = self.refiners[k](x, text.mask, t)
+            xs.append(x)
+            masks.append(text.mask)
+        if self.collaborative is not None:
+            xs = self.collaborative(xs, masks, t)
+        tokens, mask = torch.cat(xs, 1), torch.cat(masks, 1)
+        if any(text.prompt_mask is not None for text in texts):
+            prompt = torch.cat([m if text.prompt_mask is None else text.prompt_mask for text, m in zip(texts, masks)], 1)
+            tokens, mask = drop_instruction(tokens, mask, prompt)
+        return tokens, mask

@@ -1,0 +1,72 @@
+"""Denoisers: LI-DiT, a diffusers U-Net conditioned on an encoder, and the LLMDiff U-Net adapter."""
+
+from __future__ import annotations
+
+from ..config import ExperimentConfig, to_dict
+from ..errors import LLMDiffError
+
+KINDS = ("lidit", "unet", "unet_adapter")
+
+
+def build_denoiser(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int]):
+    """A fresh model for an experiment; the encoders it was trained with are recorded in its config."""
+    encoders = tuple(to_dict(e) for e in cfg.text.encoders)
+    size, channels = denoised_shape(cfg)
+    common = dict(sample_size=size, in_channels=channels, objective=cfg.train.objective, encoders=encoders)
+    if cfg.model.kind == "lidit":
+        from .lidit import build_lidit
+
+        return build_lidit(cfg.model.preset, cfg.model.overrides, text_dims=tuple(text_dims),
+                           text_outputs=tuple(text_outputs), connector=cfg.text.connector,
+                           refiner_depth=cfg.text.refiner_depth, refiner_causal=cfg.text.refiner_causal,
+                           collaborative=cfg.text.collaborative, **common)
+    if cfg.model.kind == "unet":
+        from .unet import build_unet
+
+        return build_unet(cfg.model.preset, cfg.model.overrides, text_dims=tuple(text_dims), **common)
+    if cfg.model.kind == "unet_adapter":
+        from .adapter import build_adapter_model
+
+        return build_adapter_model(cfg, text_dims, text_outputs)
+    raise LLMDiffError(f"unknown model kind {cfg.model.kind!r}; known: {', '.join(KINDS)}")
+
+
+def denoised_shape(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(side, channels) of what the denoiser sees: pixels, or the autoencoder's latents."""
+    if not cfg.model.autoencoder:
+        return cfg.data.resolution, 3
+    import json
+    from pathlib import Path
+
+    path = Path(cfg.model.autoencoder) / "config.json"
+    if not path.is_file():
+        raise LLMDiffError(f"no autoencoder at {cfg.model.autoencoder}; train one with `llmdiff autoencoder`")
+    ae = json.loads(path.read_text())
+    factor = 2 ** (len(ae["block_out_channels"]) - 1)
+    if cfg.data.resolution % factor:
+        raise LLMDiffError(f"resolution {cfg.data.resolution} is not a multiple of the autoencoder's factor {factor}")
+    return cfg.data.resolution // factor, int(ae["latent_channels"])
+
+
+def load_denoiser(path):
+    """A trained model folder (config.json + safetensors) of any kind."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise LLMDiffError(f"{path} is not a trained model folder (no config.json); pass a run's model/ folder")
+    cls_name = json.loads((path / "config.json").read_text()).get("_class_name")
+    if cls_name == "LIDiT":
+        from .lidit import LIDiT
+
+        return LIDiT.from_pretrained(path)
+    if cls_name == "TextUNet":
+        from .unet import TextUNet
+
+        return TextUNet.from_pretrained(path)
+    if cls_name == "AdaptedUNet":
+        from .adapter import AdaptedUNet
+
+        return AdaptedUNet.from_pretrained(path)
+    raise LLMDiffError(f"{path} holds a {cls_name!r}, not an llmdiff model")

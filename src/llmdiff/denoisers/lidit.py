@@ -1,0 +1,173 @@
+"""LI-DiT: the LLM-infused diffusion transformer (Ma et al., NeurIPS 2024; SPEC §2).
+
+    image (B, C, H, W) -> patch embedding -> convolutional position encoding (+ optional sin-cos)
+    -> N x [self-attention, cross-attention to refined text tokens, FFN]   (adaLN-single, QK-RMSNorm)
+    -> modulated final layer -> unpatchify (-> optional smoothing conv) -> prediction (B, C, H, W)
+
+The text side (connectors, token refiners, collaborative refiner) lives in the same model, so
+one ``save_pretrained`` folder holds everything that was trained; the frozen LLMs are named in
+the config (``encoders``) and their features come from the cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from ..connectors.conditioner import TextConditioner, TextInput
+from ..layers import FeedForward, MultiHeadAttention, TimestepEmbedder, modulate
+
+# Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(hidden_size=128, depth=4, heads=4, patch_size=4),  # the CPU default, ~1.5M parameters
+    "tiny-p2": dict(hidden_size=128, depth=4, heads=4, patch_size=2),
+    "tiny-latent": dict(hidden_size=128, depth=4, heads=4, patch_size=1),  # 8x8x4 autoencoder latents
+    "small-latent": dict(hidden_size=192, depth=6, heads=6, patch_size=1),
+    "small": dict(hidden_size=192, depth=6, heads=6, patch_size=4),  # ~4M
+    "base": dict(hidden_size=384, depth=12, heads=6, patch_size=2),  # DiT-S-like, ~30M
+    "1b": dict(hidden_size=1536, depth=28, heads=24, patch_size=2),  # the paper's LI-DiT-1B scale
+}
+
+
+def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed 2D sin-cos position features (h*w, dim), computed for any grid size."""
+    def one_d(n, d):
+        pos = torch.arange(n, dtype=torch.float32, device=device)
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float32, device=device) / (d / 2))
+        out = pos[:, None] * omega[None]
+        return torch.cat([out.sin(), out.cos()], 1)  # (n, d)
+
+    ey, ex = one_d(h, dim // 2), one_d(w, dim // 2)
+    return torch.cat([ey[:, None].expand(h, w, -1), ex[None].expand(h, w, -1)], -1).reshape(h * w, dim)
+
+
+class LIDiTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.self_attn = MultiHeadAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_attn = MultiHeadAttention(dim, heads)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ffn = FeedForward(dim, mlp_ratio)
+        # adaLN-single (PixArt-alpha): a per-block table added to the shared timestep modulation
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / math.sqrt(dim))
+
+    def forward(self, x, t_mod, context, context_mask):
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table[None] + t_mod).unbind(1)
+        # 1. Self attention
+        x = x + gate_msa[:, None] * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        # 2. Cross attention to the text tokens (masked)
+        x = x + self.cross_attn(self.norm2(x), context=context, key_mask=context_mask)
+        # 3. Feed-forward
+        x = x + gate_mlp[:, None] * self.ffn(modulate(self.norm3(x), shift_mlp, scale_mlp))
+        return x
+
+
+class LIDiT(ModelMixin, ConfigMixin):
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 32,
+        in_channels: int = 3,
+        patch_size: int = 4,
+        hidden_size: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        pos_embed: str = "conv",  # "conv" or "conv+sincos"
+        out_conv: bool = False,  # a residual 3x3 conv after unpatchify (smooths patch seams)
+        text_dims: tuple = (576,),  # width of each LLM's features
+        text_outputs: tuple = (1,),  # layers/blocks per token of each LLM's features
+        connector: str = "single",
+        refiner_depth: int = 2,
+        refiner_causal: bool = False,
+        collaborative: bool = True,
+        objective: str = "flow",
+        encoders: tuple = (),  # the EncoderConfig dicts the features came from (checked at generation)
+    ):
+        super().__init__()
+        if sample_size % patch_size:
+            raise ValueError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
+        d = hidden_size
+        self.text = TextConditioner(list(text_dims), list(text_outputs), d, heads, connector, refiner_depth,
+                                    refiner_causal, collaborative)
+        self.patch_embed = nn.Conv2d(in_channels, d, patch_size, stride=patch_size)
+        self.pos_conv = nn.Conv2d(d, d, 3, padding=1, groups=d)  # zero padding tells tokens where the border is
+        self.t_embed = TimestepEmbedder(d)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # always attendable: no NaN, a learnt "no text"
+        self.blocks = nn.ModuleList(LIDiTBlock(d, heads, mlp_ratio) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.out_table = nn.Parameter(torch.randn(2, d) / math.sqrt(d))
+        self.proj_out = nn.Linear(d, patch_size * patch_size * in_channels)
+        self.smooth = nn.Conv2d(in_channels, in_channels, 3, padding=1) if out_conv else None
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        # the refiners re-zero their own modulation (identity at init)
+        for m in self.text.modules():
+            if hasattr(m, "ada"):
+                for ada in m.ada if isinstance(m.ada, nn.ModuleList) else [m.ada]:
+                    nn.init.zeros_(ada[1].weight)
+                    nn.init.zeros_(ada[1].bias)
+        w = self.patch_embed.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # like a linear layer over the flattened patch
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        # Zero-init: cross-attention outputs (PixArt), the output layer (DiT) and the smoothing conv,
+        # so that training starts from a model that predicts 0 and ignores the text.
+        for block in self.blocks:
+            nn.init.zeros_(block.cross_attn.out.weight)
+            nn.init.zeros_(block.cross_attn.out.bias)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+        if self.smooth is not None:
+            nn.init.zeros_(self.smooth.weight)
+            nn.init.zeros_(self.smooth.bias)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
+        """sample (B, C, H, W), timestep (B,) in [0, 1000] -> prediction (B, C, H, W)."""
+        b, c, h, w = sample.shape
+        p = self.config.patch_size
+        if h % p or w % p:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+        timestep = timestep.expand(b) if timestep.dim() == 1 and timestep.shape[0] == 1 else timestep.reshape(-1)
+        # Text: (B, L, D) tokens, plus the null token that is always valid
+        tokens, mask = self.text(texts, timestep)
+        context = torch.cat([self.null_text.expand(b, -1, -1), tokens], 1)
+        context_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], 1)
+        # Image tokens
+        x = self.patch_embed(sample)  # (B, D, h', w')
+        x = x + self.pos_conv(x)
+        gh, gw = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        if self.config.pos_embed == "conv+sincos":
+            x = x + sincos_2d(gh, gw, x.shape[-1], x.device)[None]
+        t = self.t_embed(timestep)  # (B, D)
+        t_mod = self.t_block(t).view(b, 6, -1)  # (B, 6, D)
+        for block in self.blocks:
+            x = block(x, t_mod, context, context_mask)
+        shift, scale = (self.out_table[None] + t[:, None]).unbind(1)
+        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, N, p*p*C)
+        x = x.view(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, gh * p, gw * p)  # unpatchify
+        if self.smooth is not None:
+            x = x + self.smooth(x)
+        return x
+
+
+def build_lidit(preset: str, overrides: dict | None = None, **kwargs) -> LIDiT:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown LI-DiT preset {preset!r}; known: {', '.join(PRESETS)}")
+    return LIDiT(**{**PRESETS[preset], **(overrides or {}), **kwargs})

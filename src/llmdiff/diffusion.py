@@ -1,0 +1,120 @@
+"""Training objectives and sampling, on top of diffusers' schedulers.
+
+* ``flow``: rectified flow as in SD3/Sana. x_s = (1 - s) x_0 + s eps, the model predicts the
+  velocity v = eps - x_0, s ~ logit-normal(0, 1); sampled with FlowMatchEulerDiscreteScheduler.
+* ``eps``:  DDPM epsilon-prediction with the linear beta schedule of Ho et al. (2020);
+  sampled with DPM-Solver++ (default) or DDIM.
+
+Model timesteps are on [0, 1000] for both. Classifier-free guidance uses the empty prompt
+(an all-masked text input), which caption dropout trains.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .connectors.conditioner import TextInput
+from .errors import LLMDiffError
+
+OBJECTIVES = ("flow", "eps")
+SCHEDULERS = ("default", "flow_euler", "dpm_solver", "ddim")
+
+
+def _ddpm_config() -> dict:
+    return dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+
+
+def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: str,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean squared error of the model's prediction for one batch of clean images x0."""
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    if objective == "flow":
+        s = torch.sigmoid(torch.randn(b, generator=generator)).to(x0.device)  # logit-normal (SD3)
+        x_t = (1 - s)[:, None, None, None] * x0 + s[:, None, None, None] * noise
+        target = noise - x0
+        timestep = s * 1000
+    elif objective == "eps":
+        alphas_cumprod = _alphas_cumprod().to(x0.device)
+        t = torch.randint(0, 1000, (b,), generator=generator).to(x0.device)
+        ab = alphas_cumprod[t][:, None, None, None]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        target = noise
+        timestep = t.float()
+    else:
+        raise LLMDiffError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    return torch.nn.functional.mse_loss(model(x_t, timestep, texts), target)
+
+
+def _alphas_cumprod() -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**_ddpm_config()).alphas_cumprod
+
+
+def make_scheduler(objective: str, kind: str = "default"):
+    """The diffusers scheduler that matches the training objective."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+
+    if kind not in SCHEDULERS:
+        raise LLMDiffError(f"unknown scheduler {kind!r}; known: {', '.join(SCHEDULERS)}")
+    if objective == "flow":
+        if kind not in ("default", "flow_euler"):
+            raise LLMDiffError(f"a flow model samples with flow_euler, not {kind}")
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    if objective == "eps":
+        if kind == "ddim":
+            return DDIMScheduler(**_ddpm_config(), clip_sample=False, set_alpha_to_one=False)
+        if kind in ("default", "dpm_solver"):
+            return DPMSolverMultistepScheduler(**_ddpm_config(), algorithm_type="dpmsolver++", solver_order=2)
+        raise LLMDiffError(f"an eps model samples with dpm_solver or ddim, not {kind}")
+    raise LLMDiffError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+
+
+def empty_like(texts: list[TextInput]) -> list[TextInput]:
+    """The unconditional (empty) prompt with the same shapes: zero features, nothing valid."""
+    return [TextInput(torch.zeros_like(t.features), torch.zeros_like(t.mask),
+                      None if t.prompt_mask is None else torch.zeros_like(t.prompt_mask)) for t in texts]
+
+
+def _cat(a: list[TextInput], b: list[TextInput]) -> list[TextInput]:
+    out = []
+    for x, y in zip(a, b):
+        pm = None if x.prompt_mask is None else torch.cat([x.prompt_mask, y.prompt_mask])
+        out.append(TextInput(torch.cat([x.features, y.features]), torch.cat([x.mask, y.mask]), pm))
+    return out
+
+
+@torch.no_grad()
+def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_scale: float = 2.0,
+           generator: torch.Generator | None = None, shape: tuple[int, int, int] = (3, 32, 32),
+           progress: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [-1, 1], (B, C, H, W), one per text row; guidance_scale 1 turns guidance off.
+
+    ``noise`` (B, C, H, W) fixes the starting point (per-image seeds independent of batching).
+    """
+    from tqdm.auto import tqdm
+
+    b = texts[0].features.shape[0]
+    device = texts[0].features.device
+    if noise is None:
+        noise = torch.randn((b, *shape), generator=generator)
+    x = noise.to(device) * getattr(scheduler, "init_noise_sigma", 1.0)
+    scheduler.set_timesteps(steps, device=device)
+    guided = guidance_scale != 1.0
+    both = _cat(texts, empty_like(texts)) if guided else texts
+    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+        x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+        x_in = torch.cat([x_in, x_in]) if guided else x_in
+        out = model(x_in, t.float().expand(x_in.shape[0]), both)
+        if guided:
+            cond, uncond = out.chunk(2)
+            out = uncond + guidance_scale * (cond - uncond)
+        x = scheduler.step(out, t, x).prev_sample
+    return x.clamp(-1, 1)
+
+
+def to_uint8(images: torch.Tensor) -> list:
+    """(B, C, H, W) in [-1, 1] -> list of (H, W, C) uint8 arrays."""
+    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(arr)

@@ -1,0 +1,207 @@
+"""``llmdiff experiment``: train variants of one base config with the same budget and compare them.
+
+An experiment file names a base config, a step budget, seeds, suites, and variants (dotted
+overrides of the base). Every (variant, seed) trains in ``runs/experiments/NAME/VARIANT/sSEED``
+and is evaluated on the same prompts with the same sampling seeds; results go to
+``docs/results/NAME/`` as ``results.json``, ``results.md`` and plots. Finished variants are
+skipped when the command is run again, so a long experiment can be stopped and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import from_dict, load_config
+from .errors import LLMDiffError
+from .utils import atomic_write_text
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    base: str  # the base experiment config (YAML)
+    variants: dict  # variant name -> {dotted.key: value}
+    steps: int = 1500
+    seeds: tuple[int, ...] = (0,)
+    seeded_variants: tuple[str, ...] = ()  # variants trained with every seed (the key comparisons); others: seeds[0]
+    suites: tuple[str, ...] = ("geneval", "position_bias", "paraphrase")
+    images_per_prompt: int = 2
+    threads: int = 0
+    description: str = ""
+    notes: dict = field(default_factory=dict)  # variant -> one-line explanation for the table
+
+
+def load_spec(path: Path | str) -> ExperimentSpec:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise LLMDiffError(f"no experiment file {path}")
+    return from_dict(ExperimentSpec, yaml.safe_load(path.read_text()) or {})
+
+
+def variant_config(spec: ExperimentSpec, variant: str, seed: int):
+    overrides = [f"{k}={json.dumps(v)}" for k, v in spec.variants[variant].items()]
+    overrides += [f"name={spec.name}-{variant}", f"train.steps={spec.steps}", f"train.seed={seed}",
+                  f"data.seed={seed}", "train.sample_every=0"]
+    if spec.threads:
+        overrides.append(f"train.threads={spec.threads}")
+    return load_config(spec.base, overrides)
+
+
+def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs: Path = Path("runs/experiments"),
+                   results: Path = Path("docs/results"), progress: bool = True) -> dict:
+    from .evaluation.model_eval import evaluate_model
+    from .training.trainer import train
+
+    names = variants or list(spec.variants)
+    unknown = set(names) - set(spec.variants)
+    if unknown:
+        raise LLMDiffError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(spec.variants)}")
+    out = results / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    for variant in names:
+        seeds = spec.seeds if variant in spec.seeded_variants else spec.seeds[:1]
+        for seed in seeds:
+            done = out / "variants" / f"{variant}-s{seed}.json"
+            if done.is_file():
+                continue
+            run_dir = runs / spec.name / variant / f"s{seed}"
+            cfg = variant_config(spec, variant, seed)
+            t0 = time.perf_counter()
+            resume = (run_dir / "config.yaml").is_file()
+            model = run_dir / "model" if (run_dir / "model" / "config.json").is_file() else \
+                train(cfg, run_dir, resume=resume, progress=progress)
+            minutes = (time.perf_counter() - t0) / 60
+            summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
+                                       progress=progress)
+            atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": cfg.train.steps,
+                                                "train_minutes": round(minutes, 1), "summaries": summaries}) + "\n")
+    return write_report(spec, out)
+
+
+def _collect(out: Path) -> dict[str, list[dict]]:
+    by_variant: dict[str, list[dict]] = {}
+    for f in sorted((out / "variants").glob("*.json")):
+        r = json.loads(f.read_text())
+        by_variant.setdefault(r["variant"], []).append(r)
+    return by_variant
+
+
+def _stat(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "spread": float(np.max(values) - np.min(values)) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def _metrics(summary_by_suite: dict) -> dict[str, float]:
+    """Flat metrics of one run: per-suite overall and tasks, and the positional-bias bins."""
+    m = {}
+    for suite, s in summary_by_suite.items():
+        for bench, b in s["benchmarks"].items():
+            if bench == "position_bias":
+                continue
+            m[f"{suite}/overall"] = b["overall"]
+            for tag, t in b["tasks"].items():
+                m[f"{suite}/{tag}"] = t["accuracy"]
+        if "position_bias" in s:
+            for k, a in enumerate(s["position_bias"]["pair_accuracy"]):
+                if a is not None:
+                    m[f"{suite}/bin{k}"] = a
+            acc = [a for a in s["position_bias"]["pair_accuracy"] if a is not None]
+            m[f"{suite}/mean_pair_accuracy"] = float(np.mean(acc))
+    return m
+
+
+def write_report(spec: ExperimentSpec, out: Path) -> dict:
+    by_variant = _collect(out)
+    table = {}
+    for variant in spec.variants:
+        runs = by_variant.get(variant, [])
+        if not runs:
+            continue
+        metrics = [_metrics(r["summaries"]) for r in runs]
+        table[variant] = {k: _stat([m[k] for m in metrics]) for k in metrics[0]}
+        table[variant]["_train_minutes"] = _stat([r["train_minutes"] for r in runs])
+    report = {"experiment": spec.name, "description": spec.description, "steps": spec.steps, "seeds": list(spec.seeds),
+              "suites": list(spec.suites), "images_per_prompt": spec.images_per_prompt, "variants": table,
+              "overrides": spec.variants}
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "results.md", _markdown(spec, table))
+    _plots(spec, table, out)
+    return report
+
+
+def _fmt(s: dict | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s['mean']:.3f}" + (f" ± {s['spread'] / 2:.3f}" if s["spread"] is not None else "")
+
+
+def _markdown(spec: ExperimentSpec, table: dict) -> str:
+    lines = [f"# {spec.name}", "", spec.description, "",
+             f"Every variant: {spec.steps} training steps from the same base config (`{spec.base}`), evaluated on "
+             f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
+             "`a ± b`: mean over seeds ± half the range (n seeds in the last column).", ""]
+    cols = [c for c in ("geneval/overall", "paraphrase/overall", "compbench/overall",
+                        "position_bias/mean_pair_accuracy") if any(c in v for v in table.values())]
+    lines += ["| variant | " + " | ".join(cols) + " | train min | seeds |", "|---|" + "---:|" * (len(cols) + 2)]
+    for variant, v in table.items():
+        lines.append(f"| {variant} | " + " | ".join(_fmt(v.get(c)) for c in cols)
+                     + f" | {v['_train_minutes']['mean']:.0f} | {v['_train_minutes']['n']} |")
+    tasks = sorted({k.split("/")[1] for v in table.values() for k in v if k.startswith("geneval/")} - {"overall"})
+    if tasks:
+        lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"geneval/{t}")) for t in tasks) + " |"
+                  for variant, v in table.items()]
+    bins = [f"position_bias/bin{k}" for k in range(5)]
+    if any(bins[0] in v for v in table.values()):
+        lines += ["", "Positional bias (pair accuracy by relative position, first to last):", "",
+                  "| variant | first | 2 | middle | 4 | last |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {variant} | " + " | ".join(_fmt(v.get(b)) for b in bins) + " |" for variant, v in table.items()]
+    if spec.notes:
+        lines += ["", "Variants:", ""] + [f"- **{k}**: {v}" for k, v in spec.notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(spec: ExperimentSpec, table: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not table:
+        return
+    names = list(table)
+    for metric in ("geneval/overall", "position_bias/mean_pair_accuracy", "paraphrase/overall"):
+        if not any(metric in table[n] for n in names):
+            continue
+        fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 1), 3.4))
+        means = [table[n][metric]["mean"] if metric in table[n] else 0 for n in names]
+        errs = [(table[n][metric]["spread"] or 0) / 2 if metric in table[n] else 0 for n in names]
+        ax.bar(range(len(names)), means, yerr=errs, capsize=3, color="#4c72b0")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{spec.name}: {metric} ({spec.steps} steps)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / f"{metric.replace('/', '_')}.png", dpi=120)
+        plt.close(fig)
+    bins = [f"position_bias/bin{k}" for k in range(5)]
+    with_bins = [n for n in names if bins[0] in table[n]]
+    if with_bins:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for n in with_bins:
+            ax.plot(range(5), [table[n][b]["mean"] for b in bins], "o-", label=n)
+        ax.set_xticks(range(5), ["first", "", "middle", "", "last"])
+        ax.set_xlabel("relative position of the attribute-noun pair in the prompt")
+        ax.set_ylabel("pair accuracy")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "position_bias_curve.png", dpi=120)
+        plt.close(fig)

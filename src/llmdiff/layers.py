@@ -1,0 +1,90 @@
+"""Building blocks shared by the connectors and the denoisers.
+
+Masks are bool (B, L), True = keep, everywhere; ``attention`` is the one place that turns
+them into what ``F.scaled_dot_product_attention`` takes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
+              causal: bool = False) -> torch.Tensor:
+    """SDPA over heads: q (B, H, Lq, d), k/v (B, H, Lk, d), key_mask (B, Lk) bool, True = keep.
+
+    A row whose keys are all masked would give NaN; such rows attend to every key instead, and
+    their (padding) outputs are discarded by the caller's mask.
+    """
+    mask = None
+    if key_mask is not None:
+        key_mask = key_mask | ~key_mask.any(-1, keepdim=True)
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        if causal:
+            lq, lk = q.shape[-2], k.shape[-2]
+            mask = mask & torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with optional QK-RMSNorm; context defaults to the input."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, qk_norm: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        head_dim = dim // heads
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+
+    def forward(self, x, context=None, key_mask=None, causal: bool = False):
+        b, n, d = x.shape
+        context = x if context is None else context
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)  # (B, H, N, d_h)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, M, d_h)
+        out = attention(self.q_norm(q), self.k_norm(k), v, key_mask, causal)
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, ratio: float = 4.0):
+        hidden = int(dim * ratio)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x (B, N, D) with per-sample shift/scale (B, D)."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of (B,) timesteps in [0, 1000] (DiT's TimestepEmbedder.timestep_embedding)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], -1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_features(t, self.freq_dim))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid tokens: x (B, L, D), mask (B, L) -> (B, D); zeros for an all-masked row."""
+    w = mask.to(x.dtype)[..., None]
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)

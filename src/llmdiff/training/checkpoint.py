@@ -1,0 +1,84 @@
+"""Checkpoints that never unpickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint is a folder ``checkpoints/step-0000500/`` with model, EMA and optimizer tensors
+(``*.safetensors``) and ``state.json`` (step, optimizer hyper-parameters, data-order seed).
+It is written under a temporary name and renamed when complete, so a run killed while saving
+keeps its previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import LLMDiffError
+
+PREFIX = "step-"
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into tensors (for safetensors) and plain data (for JSON)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().clone().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema: dict[str, torch.Tensor] | None,
+                    opt: torch.optim.Optimizer, extra: dict, keep: int = 2) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{PREFIX}{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
+        tensors, meta = optimizer_tensors(opt)
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": meta, **extra}, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Tensors and state of one checkpoint folder; a clear error if any file is damaged."""
+    try:
+        out = {"model": load_file(path / "model.safetensors"), "optimizer": load_file(path / "optimizer.safetensors"),
+               "state": json.loads((path / "state.json").read_text())}
+        out["ema"] = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise LLMDiffError(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); delete it to resume from the "
+                           "previous one") from None
+    return out

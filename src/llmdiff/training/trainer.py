@@ -1,0 +1,252 @@
+"""``llmdiff train``: one training loop for every denoiser (LI-DiT, U-Net, U-Net + LLMDiff adapter).
+
+The frozen LLMs are never in the graph: their features come from the cache. The loop runs
+under accelerate (one CPU process, torchrun/gloo processes on CPU, or DDP/FSDP on GPUs),
+keeps an EMA of the trainable weights, checkpoints atomically, resumes exactly (data order
+and noise are functions of the step), stops with a message when the loss stops being finite,
+and leaves a run folder:
+
+    RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import ExperimentConfig, load_config, save_config, to_dict
+from ..diffusion import make_scheduler, sample, to_uint8, training_loss
+from ..errors import LLMDiffError
+from ..utils import atomic_write_text
+from .checkpoint import list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
+from .data import ShapesTrainingData, cached_features
+
+SAMPLE_PROMPTS = [
+    "a red circle", "a blue square to the left of a yellow triangle", "three green crosses",
+    "a purple triangle above an orange circle", "a small pink square and a large brown circle", "two blue circles",
+    "a yellow cross below a red square", "an orange square",
+]
+
+
+class TrainingDiverged(LLMDiffError):
+    pass
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup, then constant or cosine decay to 5% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule != "cosine":
+        raise LLMDiffError(f"unknown lr schedule {cfg.schedule!r}; known: cosine, constant")
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _read_log(path: Path, before: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["step"] < before]
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
+        from accelerate import Accelerator
+
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        self._prepare_folder(resume)
+        self.data = ShapesTrainingData(cfg)
+        self.sample_texts = [TextInputCache.texts(e, SAMPLE_PROMPTS, cfg) for e in cfg.text.encoders]
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+        from ..denoisers import build_denoiser
+
+        model = build_denoiser(cfg, self.data.text_dims, self.data.text_outputs)
+        self.codec = None
+        if cfg.model.autoencoder:
+            from ..autoencoder import LatentCodec
+
+            self.codec = LatentCodec(cfg.model.autoencoder, self.acc.device)
+        self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.ema = {n: p.detach().clone() for n, p in self.trainable.items()}
+        self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.step, self.history = 0, []
+        if resume:
+            self._resume(model)
+        self.model, self.opt = self.acc.prepare(model, self.opt)
+
+    # --- run folder and resume -----------------------------------------------------------------------
+
+    def _prepare_folder(self, resume: bool) -> None:
+        cfg_path = self.run_dir / "config.yaml"
+        if self.acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if cfg_path.is_file() and resume:
+                saved = load_config(cfg_path)
+                if to_dict(saved) != to_dict(self.cfg):
+                    raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
+                                       f"`llmdiff train {cfg_path} --resume` or use another --run-dir")
+            elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
+                raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
+                                   "choose another --run-dir")
+            save_config(self.cfg, cfg_path)
+        self.acc.wait_for_everyone()
+
+    def _resume(self, model) -> None:
+        ckpts = list_checkpoints(self.run_dir / "checkpoints")
+        if not ckpts:
+            return
+        ckpt = load_checkpoint(ckpts[-1])
+        model.load_state_dict(ckpt["model"])
+        if ckpt["ema"] is not None:
+            self.ema = {n: ckpt["ema"][n] for n in self.ema}
+        load_optimizer(self.opt, ckpt["optimizer"], ckpt["state"]["optimizer"])
+        self.step = ckpt["state"]["step"]
+        self.history = _read_log(self.run_dir / "log.jsonl", self.step)
+        if self.acc.is_main_process:  # forget what a killed run logged after its last checkpoint
+            atomic_write_text(self.run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def train(self, stop_after: int | None = None) -> Path | None:
+        """Train to cfg.train.steps (or stop after `stop_after` steps, as a kill would); returns the model folder."""
+        from tqdm.auto import tqdm
+
+        cfg, tc = self.cfg, self.cfg.train
+        end = tc.steps if stop_after is None else min(tc.steps, self.step + stop_after)
+        bar = tqdm(total=tc.steps, initial=self.step, desc=f"training {cfg.name}", unit="step",
+                   disable=not (self.progress and self.acc.is_main_process))
+        log_file = self.run_dir / "log.jsonl"
+        t_last, n_imgs = time.perf_counter(), 0
+        while self.step < end:
+            x0, texts, gen = self.data.batch(self.step, self.acc.process_index, tc.batch_size, tc.caption_dropout)
+            device = self.acc.device
+            texts = [t.to(device) for t in texts]
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(self.step, tc)
+            self.model.train()
+            x0 = x0.to(device)
+            if self.codec is not None:
+                x0 = self.codec.encode(x0)  # the frozen autoencoder's normalised latents
+            loss = training_loss(self.model, x0, texts, tc.objective, gen)
+            self.acc.backward(loss)
+            grad_norm = self.acc.clip_grad_norm_(list(self.trainable.values()), tc.grad_clip)
+            mean_loss = self.acc.gather(loss.detach()[None]).mean().item()
+            if not (math.isfinite(mean_loss) and math.isfinite(float(grad_norm))):
+                last = list_checkpoints(self.run_dir / "checkpoints")
+                raise TrainingDiverged(
+                    f"loss became {mean_loss} (grad norm {float(grad_norm)}) at step {self.step}; "
+                    f"the last good checkpoint is {last[-1] if last else 'none'}; lower train.lr or train.grad_clip "
+                    "and resume with --resume")
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self._update_ema()
+            self.step += 1
+            n_imgs += tc.batch_size * self.acc.num_processes
+            row = {"step": self.step - 1, "loss": mean_loss, "lr": lr_at(self.step - 1, tc), "grad_norm": float(grad_norm)}
+            self.history.append(row)
+            if self.acc.is_main_process:
+                with open(log_file, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if self.step % tc.log_every == 0 or self.step == end:
+                rate = n_imgs / (time.perf_counter() - t_last)
+                t_last, n_imgs = time.perf_counter(), 0
+                recent = [r["loss"] for r in self.history[-tc.log_every:]]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", img_s=f"{rate:.0f}")
+            bar.update(1)
+            if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                self._checkpoint()
+            if tc.sample_every and (self.step % tc.sample_every == 0 or self.step == tc.steps):
+                self._sample_grid()
+        bar.close()
+        if self.step < tc.steps:
+            return None
+        return self._export()
+
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for n, p in self.trainable.items():
+                self.ema[n].lerp_(p.detach().to(self.ema[n].device), 1 - decay)
+
+    def _checkpoint(self) -> None:
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            save_checkpoint(self.run_dir / "checkpoints", self.step, self.acc.unwrap_model(self.model), self.ema,
+                            self.opt, {"config": to_dict(self.cfg)}, keep=self.cfg.train.keep_checkpoints)
+            self._plot_loss()
+        self.acc.wait_for_everyone()
+
+    def ema_model(self):
+        """A copy of the model with the EMA weights, in eval mode."""
+        model = copy.deepcopy(self.acc.unwrap_model(self.model))
+        state = model.state_dict()
+        state.update({n: v.to(state[n].dtype) for n, v in self.ema.items()})
+        model.load_state_dict(state)
+        return model.eval()
+
+    def _sample_grid(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        from ..viz import image_grid
+
+        model = self.ema_model()
+        gen = torch.Generator().manual_seed(0)
+        sc = self.cfg.sample
+        texts = [t.to(self.acc.device) for t in self.sample_texts]
+        c, size = model.config.in_channels, model.config.sample_size
+        imgs = sample(model, texts, make_scheduler(self.cfg.train.objective, sc.scheduler), sc.steps,
+                      sc.guidance_scale, gen, (c, size, size))
+        if self.codec is not None:
+            imgs = self.codec.decode(imgs)
+        image_grid(to_uint8(imgs), SAMPLE_PROMPTS, self.run_dir / "samples" / f"step-{self.step:07d}.png",
+                   title=f"{self.cfg.name}, step {self.step}, guidance {sc.guidance_scale}")
+
+    def _plot_loss(self) -> None:
+        from ..viz import loss_curve
+
+        if self.history:
+            loss_curve([r["step"] for r in self.history], [r["loss"] for r in self.history], self.run_dir / "loss.png",
+                       title=f"{self.cfg.name}: training loss")
+
+    def _export(self) -> Path:
+        out = self.run_dir / "model"
+        if self.acc.is_main_process:
+            model = self.ema_model()
+            model.save_pretrained(out)
+            if self.codec is not None:  # the model folder is self-contained: its decoder goes with it
+                import shutil
+
+                shutil.copytree(self.codec.path, out / "vae", dirs_exist_ok=True)
+            atomic_write_text(out / "llmdiff.json", json.dumps({
+                "name": self.cfg.name, "steps": self.step, "processes": self.acc.num_processes,
+                "sample": to_dict(self.cfg.sample),
+                "data": to_dict(self.cfg.data), "text": to_dict(self.cfg.text)}, indent=2) + "\n")
+            self._plot_loss()
+        self.acc.wait_for_everyone()
+        return out
+
+
+class TextInputCache:
+    """Features of a few fixed prompts (the periodic sample grid), through the same feature cache."""
+
+    @staticmethod
+    def texts(enc_cfg, prompts: list[str], cfg: ExperimentConfig):
+        from ..connectors.conditioner import TextInput
+
+        f = cached_features(enc_cfg, prompts, "float32", cfg.text.batch_size)
+        return TextInput(f.features.float(), f.mask)
+
+
+def train(cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> Path | None:
+    return Trainer(cfg, run_dir, resume, progress).train(stop_after)

@@ -1,0 +1,181 @@
+import pytest
+import torch
+
+from llmdiff.connectors.conditioner import TextConditioner, TextInput
+from llmdiff.connectors.features import BlockwiseLLMDiff, LayerMix
+from llmdiff.connectors.refiner import RefinerBlock, TokenRefiner
+from llmdiff.denoisers.lidit import LIDiT, PRESETS, build_lidit
+from llmdiff.diffusion import empty_like, make_scheduler, sample, training_loss
+from llmdiff.layers import attention
+
+
+def texts(b=3, length=7, dim=24, n=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (b, length, dim) if n is None else (b, n, length, dim)
+    mask = torch.arange(length)[None] < torch.tensor([length, 4, 0][:b])[:, None]  # full, partial, empty
+    feats = torch.randn(shape, generator=g)
+    feats = feats * (mask[:, None, :, None] if n else mask[..., None])
+    return TextInput(feats, mask)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return LIDiT(sample_size=16, patch_size=4, hidden_size=32, depth=2, heads=4, text_dims=(24,), **kw)
+
+
+def test_attention_never_gives_nan_for_fully_masked_rows():
+    q = k = v = torch.randn(2, 2, 5, 8)
+    mask = torch.tensor([[True, True, False, False, False], [False] * 5])
+    out = attention(q, k, v, mask)
+    assert torch.isfinite(out).all()
+    ref = attention(q[:1, :, :, :], k[:1, :, :2], v[:1, :, :2])  # masked keys have no influence
+    torch.testing.assert_close(out[:1], ref)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_refiner_is_identity_at_init_and_nan_free(causal):
+    ref = TokenRefiner(24, 4, depth=2, causal=causal)
+    t = texts()
+    out = ref(t.features, t.mask, torch.tensor([10.0, 500.0, 999.0]))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, t.features)
+
+
+def test_refiner_is_bidirectional_unless_causal():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 16)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    cond = torch.randn(1, 16)
+    for causal in (False, True):
+        block = RefinerBlock(16, 2, causal=causal)
+        torch.nn.init.normal_(block.ada[1].weight, std=0.5)  # leave the identity init
+        y1 = block(x, mask, cond)
+        x2 = x.clone()
+        x2[0, -1] = torch.randn(16)  # change the last token
+        y2 = block(x2, mask, cond)
+        first_token_changed = not torch.allclose(y1[0, 0], y2[0, 0])
+        assert first_token_changed == (not causal)
+
+
+def test_refiner_ignores_padding():
+    torch.manual_seed(0)
+    ref = TokenRefiner(24, 4, depth=2)
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    t = texts()
+    a = ref(t.features, t.mask, torch.tensor([1.0, 1.0, 1.0]))
+    junk = t.features + (~t.mask)[..., None] * 100.0  # garbage in the padding
+    b = ref(junk, t.mask, torch.tensor([1.0, 1.0, 1.0]))
+    torch.testing.assert_close(a * t.mask[..., None], b * t.mask[..., None])
+
+
+def test_collaborative_refiner_and_concatenation():
+    cond = TextConditioner([24, 40], [1, 1], 32, 4, collaborative=True)
+    plain = TextConditioner([24, 40], [1, 1], 32, 4, collaborative=False)
+    a, b = texts(dim=24), texts(length=5, dim=40, seed=1)
+    for c in (cond, plain):
+        tokens, mask = c([a, b], torch.tensor([5.0, 5.0, 5.0]))
+        assert tokens.shape == (3, 12, 32) and torch.equal(mask, torch.cat([a.mask, b.mask], 1))
+        assert torch.isfinite(tokens).all()
+    assert plain.collaborative is None and cond.collaborative is not None
+
+
+def test_instruction_tokens_are_dropped_after_the_refiners():
+    c = TextConditioner([24], [1], 32, 4)
+    t = texts()
+    prompt_mask = t.mask.clone()
+    prompt_mask[:, :2] = False  # the first two tokens are the instruction
+    tokens, mask = c([TextInput(t.features, t.mask, prompt_mask)], torch.tensor([1.0, 1.0, 1.0]))
+    assert mask.sum(1).tolist() == [5, 2, 0]
+
+
+def test_layer_mix_and_blockwise_connectors():
+    mix = LayerMix(24, 32, n_layers=3)
+    assert torch.allclose(mix.weights, torch.full((3,), 1 / 3))
+    assert mix(texts(n=3).features).shape == (3, 7, 32)
+    bw = BlockwiseLLMDiff(24, 32, n_blocks=4)
+    feats = texts(n=5).features
+    bw.eval()
+    a = bw(feats)
+    manual = bw.proj(bw.norm(feats[:, 0] + feats[:, 1:].sum(1)))  # g = 1 at init, no noise in eval
+    torch.testing.assert_close(a, manual)
+    bw.train()
+    assert not torch.allclose(bw(feats), a)  # Langevin noise sqrt(2h) eps in training
+    (bw(feats).sum()).backward()
+    assert bw.g.grad is not None and bw.rho.grad is not None
+
+
+def test_lidit_shapes_zero_init_and_text_is_ignored_at_init():
+    m = tiny()
+    x = torch.randn(3, 3, 16, 16)
+    out = m(x, torch.tensor([10.0, 500.0, 900.0]), [texts()])
+    assert out.shape == x.shape and (out == 0).all()  # zero-initialised output layer
+
+
+def test_lidit_conditions_on_text_and_respects_masks():
+    m = tiny()
+    for p in m.parameters():
+        if p.dim() > 0:
+            torch.nn.init.normal_(p, std=0.1)
+    t = texts()
+    x = torch.randn(3, 3, 16, 16)
+    step = torch.tensor([100.0, 100.0, 100.0])
+    a = m(x, step, [t])
+    other = TextInput(t.features + torch.randn_like(t.features) * (~t.mask)[..., None], t.mask)
+    torch.testing.assert_close(a, m(x, step, [other]))  # padding content is ignored
+    changed = TextInput(t.features * 2, t.mask)
+    b = m(x, step, [changed])
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[2], b[2])  # the empty prompt has no text to change
+
+
+@pytest.mark.parametrize("name, lo, hi", [("tiny", 1e6, 3e6), ("small", 4e6, 8e6), ("base", 25e6, 45e6),
+                                          ("1b", 0.9e9, 1.4e9)])
+def test_presets_have_the_documented_sizes(name, lo, hi):
+    with torch.device("meta"):
+        m = build_lidit(name, text_dims=(576,))
+    n = sum(p.numel() for p in m.parameters())
+    assert lo <= n <= hi, f"{name}: {n / 1e6:.1f}M parameters"
+    assert set(PRESETS) >= {"tiny", "1b"}
+
+
+def test_save_and_load_give_the_same_outputs(tmp_path):
+    m = tiny(refiner_depth=1, pos_embed="conv+sincos", out_conv=True)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    m.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = LIDiT.from_pretrained(tmp_path / "m")
+    x, step, t = torch.randn(3, 3, 16, 16), torch.tensor([1.0, 2.0, 3.0]), [texts()]
+    torch.testing.assert_close(m(x, step, t), loaded(x, step, t))
+    assert loaded.config.pos_embed == "conv+sincos"
+
+
+def test_any_resolution_works():
+    m = tiny()
+    assert m(torch.randn(2, 3, 32, 24), torch.tensor([1.0, 1.0]), [texts(b=2)]).shape == (2, 3, 32, 24)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        m(torch.randn(2, 3, 30, 30), torch.tensor([1.0, 1.0]), [texts(b=2)])
+
+
+@pytest.mark.parametrize("objective", ["flow", "eps"])
+def test_objectives_train_and_sample(objective):
+    m = tiny(objective=objective)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    x0 = torch.rand(3, 3, 16, 16) * 2 - 1
+    t = [texts()]
+    losses = []
+    for i in range(30):
+        loss = training_loss(m, x0, t, objective, torch.Generator().manual_seed(i))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < sum(losses[:5])
+    imgs = sample(m, t, make_scheduler(objective), steps=4, guidance_scale=2.0,
+                  generator=torch.Generator().manual_seed(0), shape=(3, 16, 16))
+    assert imgs.shape == (3, 3, 16, 16) and torch.isfinite(imgs).all() and imgs.abs().max() <= 1
+
+
+def test_empty_like_is_fully_masked():
+    e = empty_like([texts()])[0]
+    assert not e.mask.any() and (e.features == 0).all()

