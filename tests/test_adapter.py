@@ -23,8 +23,8 @@ def llm_text(b=2, n_blocks=3, length=5, seed=0):
 
 
 def adapted(base_model):
-    m = AdaptedUNet(base_config=dict(base_model.config), text_dims=(LLM,), text_outputs=(4,), sample_size=16)
-    m.base.load_state_dict(base_model.state_dict(), strict=False)
+    m = AdaptedUNet(base_config=dict(base_model.unet.config), text_dims=(LLM,), text_outputs=(4,), sample_size=16)
+    m.unet.load_state_dict(base_model.unet.state_dict(), strict=False)
     return m.eval()
 
 
@@ -50,10 +50,10 @@ def test_adapter_at_init_equals_the_frozen_unet_reading_phi_c():
     ctx = torch.cat([m.null_c.expand(2, -1, -1), c], 1)
     mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), text.mask], 1).long()
     procs = m.processors
-    for name, attn in cross_attentions(m.base.unet).items():  # plain attention reading phi(c) of that layer
+    for name, attn in cross_attentions(m.unet).items():  # plain attention reading phi(c) of that layer
         phi = procs[name].phi
         attn.set_processor(_PhiThenPlain(phi))
-    ref = m.base.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    ref = m.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
     torch.testing.assert_close(out, ref)
 
 
@@ -117,7 +117,7 @@ def test_save_and_load_the_adapter_alone(tmp_path):
     ctx = torch.cat([m.null_c.expand(2, -1, -1), c], 1)
     mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), text.mask], 1).long()
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 300])
-    want = m.base.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+    want = m.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
     got = other.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
     torch.testing.assert_close(want, got)
 
@@ -130,7 +130,7 @@ def test_full_model_save_load_roundtrip(tmp_path):
     loaded = AdaptedUNet.from_pretrained(tmp_path / "m").eval()
     x, t, text = torch.randn(2, 3, 16, 16), torch.tensor([3, 300]), [llm_text()]
     torch.testing.assert_close(m(x, t, text), loaded(x, t, text))
-    assert not any(p.requires_grad for p in loaded.base.unet.conv_in.parameters())
+    assert not any(p.requires_grad for p in loaded.unet.conv_in.parameters())
 
 
 def test_text_unet_save_load(tmp_path):
@@ -140,3 +140,22 @@ def test_text_unet_save_load(tmp_path):
     x, t = torch.randn(1, 3, 16, 16), torch.tensor([7])
     text = [TextInput(torch.randn(1, 3, 12), torch.ones(1, 3, dtype=torch.bool))]
     torch.testing.assert_close(m.eval()(x, t, text), loaded.eval()(x, t, text))
+
+
+@pytest.mark.parametrize("kind", ["TextUNet", "UNet2DConditionModel"])
+def test_build_adapter_around_a_saved_base(tmp_path, kind):
+    from llmdiff.config import load_config
+    from llmdiff.denoisers.adapter import build_adapter_model
+
+    b = base()
+    if kind == "TextUNet":
+        b.save_pretrained(tmp_path / "base")
+    else:  # a Stable Diffusion style unet/ folder
+        b.unet.save_pretrained(tmp_path / "base")
+    cfg = load_config(None, ["model.kind=unet_adapter", f"model.base={tmp_path / 'base'}", "text.connector=blockwise"])
+    m = build_adapter_model(cfg, [LLM], [4]).eval()
+    for name, p in b.unet.state_dict().items():
+        torch.testing.assert_close(m.unet.state_dict()[name], p)
+    assert m.config.sample_size == 16 and not m.unet.conv_in.weight.requires_grad
+    with pytest.raises(Exception, match="no trained base U-Net"):
+        build_adapter_model(load_config(None, ["model.kind=unet_adapter", f"model.base={tmp_path / 'none'}"]), [LLM], [4])

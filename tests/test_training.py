@@ -157,3 +157,25 @@ def test_two_process_training_with_torchrun(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads((tmp_path / "run" / "model" / "llmdiff.json").read_text())
     assert info["processes"] == 2 and info["steps"] == 4
+
+
+def test_folder_data_reads_your_images_and_captions(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from llmdiff.training.data import training_data
+
+    root = tmp_path / "data"
+    root.mkdir()
+    rows = []
+    for i, (color, caption) in enumerate([((255, 0, 0), "a red photo"), ((0, 0, 255), "a blue photo")]):
+        Image.new("RGB", (48, 40), color).save(root / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": caption}))
+    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    data = training_data(tiny_cfg("data.world=folder", f"data.path={root}"))
+    x0, texts, _ = data.batch(0, 0, 6, 0.0)
+    assert x0.shape == (6, 3, 32, 32) and texts[0].features.shape[0] == 6
+    assert set(np.round(x0[:, 0, 0, 0].numpy()).tolist()) <= {1.0, -1.0}
+    (root / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "x"}\n')
+    with pytest.raises(LLMDiffError, match="metadata.jsonl:1: missing image"):
+        training_data(tiny_cfg("data.world=folder", f"data.path={root}"))

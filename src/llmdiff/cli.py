@@ -20,6 +20,25 @@ from pathlib import Path
 from .errors import LLMDiffError
 
 COMMANDS: dict[str, "callable"] = {}
+# The shipped models live next to the package source (an editable install, as `make setup` makes).
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL = MODELS / "shapes-lidit"
+
+
+def _run_export(args) -> None:
+    from .config import load_config
+    from .training.checkpoint import export_checkpoint, list_checkpoints
+
+    run = Path(args.run_dir)
+    ckpts = list_checkpoints(run / "checkpoints")
+    if not ckpts:
+        raise LLMDiffError(f"{run} holds no checkpoints")
+    ckpt = ckpts[-1] if args.step is None else run / "checkpoints" / f"step-{args.step:07d}"
+    if not ckpt.is_dir():
+        raise LLMDiffError(f"no checkpoint {ckpt.name} in {run}; have {', '.join(c.name for c in ckpts)}")
+    cfg = load_config(run / "config.yaml")
+    out = export_checkpoint(ckpt, Path(args.out), cfg.model.autoencoder)
+    print(f"exported {ckpt} (EMA weights) to {out}")
 
 
 def command(name):
@@ -134,9 +153,6 @@ def _train(args) -> None:
     print(f"trained model in {model_dir}; run folder {run_dir} (loss.png, samples/, log.jsonl)")
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "shapes-lidit"
-
-
 @command("generate")
 def _generate(args) -> None:
     import torch
@@ -168,6 +184,9 @@ def _generate(args) -> None:
 
         image_grid([np.asarray(i) for i in result.images], [args.prompt] * len(result.images), out)
     print(f"wrote {out}")
+
+
+command("export")(_run_export)
 
 
 @command("autoencoder")
@@ -223,7 +242,8 @@ def _eval(args) -> None:
 def _demo(args) -> None:
     from .demo import run_demo
 
-    run_demo(Path(args.out))
+    run_demo(Path(args.out), Path(args.model) if args.model else DEFAULT_MODEL, args.images_per_prompt, args.seed,
+             args.full)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--display-size", type=int, default=256, help="pixel size of a single saved image (nearest upscale)")
 
+    ex = sub.add_parser("export", help="a model folder (EMA weights) from a run's checkpoint")
+    ex.add_argument("run_dir")
+    ex.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    ex.add_argument("--out", required=True)
+
     a = sub.add_parser("autoencoder", help="train the small image autoencoder for latent diffusion")
     a.add_argument("--out", required=True, help="output folder, e.g. models/shapes-ae")
     a.add_argument("--steps", type=int, default=1500)
@@ -309,8 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--validate", action="store_true", help="validate the evaluator on true and contradicting renders")
     e.add_argument("--images-per-prompt", type=int, default=4, help="with --validate (default 4)")
 
-    d = sub.add_parser("demo", help="the main job on the embedded default model")
+    d = sub.add_parser("demo", help="the main job: the shipped model on held-out prompts, a grid and scores")
     d.add_argument("--out", default="outputs/demo", help="where the grid and the report go (default outputs/demo)")
+    d.add_argument("--model", help="model folder (default: the shipped models/shapes-lidit)")
+    d.add_argument("--images-per-prompt", type=int, default=4)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--full", action="store_true", help="the whole geneval suite (164 prompts) instead of 12")
     return p
 
 

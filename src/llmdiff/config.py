@@ -22,7 +22,8 @@ from .errors import LLMDiffError
 
 @dataclass(frozen=True)
 class DataConfig:
-    world: str = "shapes"  # the Shapes world (rendered on the fly)
+    world: str = "shapes"  # "shapes" (rendered on the fly) or "folder" (your images + captions)
+    path: str | None = None  # world "folder": DIR with metadata.jsonl lines {"file_name": ..., "text": ...}
     resolution: int = 32
     n_scenes: int = 6000  # scene specifications drawn for the finite caption set
     captions_per_scene: int = 2

@@ -1,7 +1,8 @@
-"""The main job on the embedded default: the Shapes world end to end.
+"""The main job on the embedded default: prompts -> SmolLM2 -> LI-DiT -> images -> scores.
 
-Renders the ``geneval`` suite as a generator would deliver it (blurred, noisy, colour-shifted),
-scores it with the evaluator, and writes a grid of samples with their prompts and the report.
+Two prompts of every GenEval task (from the held-out ``geneval`` suite) go through the shipped
+model; the images are written in GenEval's folder layout, scored by the evaluator, and shown
+as a grid with their prompts. ``--full`` runs the whole suite (164 prompts).
 """
 
 from __future__ import annotations
@@ -10,28 +11,44 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation.evaluate import markdown_summary, run_eval
-from .evaluation.layout import write_prompt_folder
-from .shapes.corrupt import corrupt
-from .shapes.suites import load_suite
-from .shapes.world import SceneSpec, render
-from .viz import image_grid
+from .errors import LLMDiffError
 
 
-def run_demo(out: Path, images_per_prompt: int = 2, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
+def demo_entries(full: bool = False) -> list[dict]:
+    from .shapes.suites import GENEVAL_TAGS, load_suite
+
     entries = load_suite("geneval")
-    images_dir = out / "images"
+    if full:
+        return entries
+    picked = []
+    for tag in GENEVAL_TAGS:
+        of_tag = [e for e in entries if e["tag"] == tag]
+        picked += [of_tag[len(of_tag) // 3], of_tag[(2 * len(of_tag)) // 3]]
+    return picked
+
+
+def run_demo(out: Path, model: Path, images_per_prompt: int = 4, seed: int = 0, full: bool = False) -> dict:
+    from .evaluation.evaluate import markdown_summary, run_eval
+    from .pipelines import LLMDiffPipeline, generate_suite
+    from .viz import image_grid
+
+    if not (model / "config.json").is_file():
+        raise LLMDiffError(f"no trained model at {model}; train one with `llmdiff train configs/shapes-lidit.yaml`")
+    entries = demo_entries(full)
+    pipe = LLMDiffPipeline.from_model_dir(model)
+    print(f"model: {model}  (prompt encoder: {pipe.encoder_configs[0]['model']}, "
+          f"{'latent' if pipe.codec else 'pixel'} diffusion)")
+    images = generate_suite(pipe, entries, out / "images", images_per_prompt, seed)
+    summary = run_eval(images, out / "eval")
     grid, captions = [], []
-    for i, entry in enumerate(entries):
-        spec = SceneSpec.from_dict(entry["scene"])
-        imgs = [corrupt(render(spec, rng, 32, warp=0.15).image, rng) for _ in range(images_per_prompt)]
-        write_prompt_folder(images_dir, i, entry, imgs)
-        if i % 11 == 0 and len(grid) < 16:
-            grid.append(imgs[0])
-            captions.append(entry["prompt"])
-    summary = run_eval(images_dir, out / "eval")
-    path = image_grid(grid, captions, out / "grid.png", title="Shapes world: geneval prompts, rendered with corruptions")
-    print(markdown_summary(summary, "Shapes world demo: ground-truth renders with corruptions"))
-    print(f"grid: {path}\nreport: {out / 'eval' / 'summary.md'}")
+    for i, e in enumerate(entries[:12]):
+        from PIL import Image
+
+        for k in range(min(images_per_prompt, 4)):
+            grid.append(np.asarray(Image.open(images / f"{i:05d}" / "samples" / f"{k:04d}.png").convert("RGB")))
+            captions.append(e["prompt"] if k == 0 else "")
+    path = image_grid(grid, captions, out / "grid.png", cols=min(images_per_prompt, 4) * 2, cell=1.4,
+                      title="llmdiff: SmolLM2-135M + LI-DiT on held-out prompts")
+    print(markdown_summary(summary, f"GenEval-style scores of {len(entries)} prompts x {images_per_prompt} images"))
+    print(f"grid: {path}\nimages: {images}\nreport: {out / 'eval' / 'summary.md'}")
     return summary

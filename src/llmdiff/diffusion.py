@@ -4,6 +4,8 @@
   velocity v = eps - x_0, s ~ logit-normal(0, 1); sampled with FlowMatchEulerDiscreteScheduler.
 * ``eps``:  DDPM epsilon-prediction with the linear beta schedule of Ho et al. (2020);
   sampled with DPM-Solver++ (default) or DDIM.
+* ``eps_sd``: epsilon-prediction with Stable Diffusion's scaled-linear schedule (beta 0.00085 to
+  0.012), for adapters trained on a Stable Diffusion U-Net.
 
 Model timesteps are on [0, 1000] for both. Classifier-free guidance uses the empty prompt
 (an all-masked text input), which caption dropout trains.
@@ -16,11 +18,13 @@ import torch
 from .connectors.conditioner import TextInput
 from .errors import LLMDiffError
 
-OBJECTIVES = ("flow", "eps")
+OBJECTIVES = ("flow", "eps", "eps_sd")
 SCHEDULERS = ("default", "flow_euler", "dpm_solver", "ddim")
 
 
-def _ddpm_config() -> dict:
+def _ddpm_config(objective: str = "eps") -> dict:
+    if objective == "eps_sd":
+        return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     return dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
 
 
@@ -34,8 +38,8 @@ def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: st
         x_t = (1 - s)[:, None, None, None] * x0 + s[:, None, None, None] * noise
         target = noise - x0
         timestep = s * 1000
-    elif objective == "eps":
-        alphas_cumprod = _alphas_cumprod().to(x0.device)
+    elif objective in ("eps", "eps_sd"):
+        alphas_cumprod = _alphas_cumprod(objective).to(x0.device)
         t = torch.randint(0, 1000, (b,), generator=generator).to(x0.device)
         ab = alphas_cumprod[t][:, None, None, None]
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
@@ -46,10 +50,10 @@ def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: st
     return torch.nn.functional.mse_loss(model(x_t, timestep, texts), target)
 
 
-def _alphas_cumprod() -> torch.Tensor:
+def _alphas_cumprod(objective: str) -> torch.Tensor:
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**_ddpm_config()).alphas_cumprod
+    return DDPMScheduler(**_ddpm_config(objective)).alphas_cumprod
 
 
 def make_scheduler(objective: str, kind: str = "default"):
@@ -62,11 +66,11 @@ def make_scheduler(objective: str, kind: str = "default"):
         if kind not in ("default", "flow_euler"):
             raise LLMDiffError(f"a flow model samples with flow_euler, not {kind}")
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-    if objective == "eps":
+    if objective in ("eps", "eps_sd"):
         if kind == "ddim":
-            return DDIMScheduler(**_ddpm_config(), clip_sample=False, set_alpha_to_one=False)
+            return DDIMScheduler(**_ddpm_config(objective), clip_sample=False, set_alpha_to_one=False)
         if kind in ("default", "dpm_solver"):
-            return DPMSolverMultistepScheduler(**_ddpm_config(), algorithm_type="dpmsolver++", solver_order=2)
+            return DPMSolverMultistepScheduler(**_ddpm_config(objective), algorithm_type="dpmsolver++", solver_order=2)
         raise LLMDiffError(f"an eps model samples with dpm_solver or ddim, not {kind}")
     raise LLMDiffError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
 

@@ -34,6 +34,7 @@ class ExperimentSpec:
     threads: int = 0
     description: str = ""
     notes: dict = field(default_factory=dict)  # variant -> one-line explanation for the table
+    reuse: str | None = None  # another experiment whose runs and results of the same variant names are reused
 
 
 def load_spec(path: Path | str) -> ExperimentSpec:
@@ -45,8 +46,11 @@ def load_spec(path: Path | str) -> ExperimentSpec:
     return from_dict(ExperimentSpec, yaml.safe_load(path.read_text()) or {})
 
 
+MODEL_KEY = "_model"  # a variant that only evaluates an existing model folder
+
+
 def variant_config(spec: ExperimentSpec, variant: str, seed: int):
-    overrides = [f"{k}={json.dumps(v)}" for k, v in spec.variants[variant].items()]
+    overrides = [f"{k}={json.dumps(v)}" for k, v in spec.variants[variant].items() if k != MODEL_KEY]
     overrides += [f"name={spec.name}-{variant}", f"train.steps={spec.steps}", f"train.seed={seed}",
                   f"data.seed={seed}", "train.sample_every=0"]
     if spec.threads:
@@ -71,12 +75,19 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
             done = out / "variants" / f"{variant}-s{seed}.json"
             if done.is_file():
                 continue
-            run_dir = runs / spec.name / variant / f"s{seed}"
+            shared = results / spec.reuse / "variants" / done.name if spec.reuse else None
+            if shared is not None and shared.is_file():  # the other experiment already ran it
+                atomic_write_text(done, shared.read_text())
+                continue
+            run_dir = runs / (spec.reuse or spec.name) / variant / f"s{seed}"
             cfg = variant_config(spec, variant, seed)
             t0 = time.perf_counter()
-            resume = (run_dir / "config.yaml").is_file()
-            model = run_dir / "model" if (run_dir / "model" / "config.json").is_file() else \
-                train(cfg, run_dir, resume=resume, progress=progress)
+            if MODEL_KEY in spec.variants[variant]:
+                model = Path(spec.variants[variant][MODEL_KEY])
+            elif (run_dir / "model" / "config.json").is_file():
+                model = run_dir / "model"
+            else:
+                model = train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
             minutes = (time.perf_counter() - t0) / 60
             summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
                                        progress=progress)

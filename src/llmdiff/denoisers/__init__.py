@@ -48,6 +48,23 @@ def denoised_shape(cfg: ExperimentConfig) -> tuple[int, int]:
     return cfg.data.resolution // factor, int(ae["latent_channels"])
 
 
+def model_class(name: str):
+    """The llmdiff model class saved under this ``_class_name``."""
+    if name == "LIDiT":
+        from .lidit import LIDiT
+
+        return LIDiT
+    if name == "TextUNet":
+        from .unet import TextUNet
+
+        return TextUNet
+    if name == "AdaptedUNet":
+        from .adapter import AdaptedUNet
+
+        return AdaptedUNet
+    raise LLMDiffError(f"{name!r} is not an llmdiff model")
+
+
 def load_denoiser(path):
     """A trained model folder (config.json + safetensors) of any kind."""
     import json
@@ -56,17 +73,4 @@ def load_denoiser(path):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise LLMDiffError(f"{path} is not a trained model folder (no config.json); pass a run's model/ folder")
-    cls_name = json.loads((path / "config.json").read_text()).get("_class_name")
-    if cls_name == "LIDiT":
-        from .lidit import LIDiT
-
-        return LIDiT.from_pretrained(path)
-    if cls_name == "TextUNet":
-        from .unet import TextUNet
-
-        return TextUNet.from_pretrained(path)
-    if cls_name == "AdaptedUNet":
-        from .adapter import AdaptedUNet
-
-        return AdaptedUNet.from_pretrained(path)
-    raise LLMDiffError(f"{path} holds a {cls_name!r}, not an llmdiff model")
+    return model_class(json.loads((path / "config.json").read_text()).get("_class_name")).from_pretrained(path)

@@ -134,7 +134,10 @@ def load_adapter(unet, path: Path | str) -> dict:
 
 
 class AdaptedUNet(ModelMixin, ConfigMixin):
-    """A frozen ``TextUNet`` with the LLMDiff adapter and its encoding connector (g, h) — the trainable part."""
+    """A frozen ``UNet2DConditionModel`` with the LLMDiff adapter and its encoding (g, h): the trainable part.
+
+    The base is any U-Net: our ``TextUNet`` (the Shapes base) or a Stable Diffusion ``unet/`` folder.
+    """
 
     config_name = "config.json"  # module names must differ from config keys (diffusers resolves config first)
 
@@ -143,29 +146,29 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
                  text_outputs: tuple = (1,), connector: str = "blockwise", sample_size: int = 32, in_channels: int = 3,
                  objective: str = "flow", encoders: tuple = ()):
         super().__init__()
-        from .unet import TextUNet
+        from diffusers import UNet2DConditionModel
 
-        cfg = {k: v for k, v in dict(base_config or {}).items() if not k.startswith("_")}
-        self.base = TextUNet(**cfg)
+        self.unet = UNet2DConditionModel.from_config({k: v for k, v in dict(base_config or {}).items()
+                                                      if not k.startswith("_")})
         llm_dim = text_dims[0]
         self.llm_encoding = make_feature_connector(connector, llm_dim, llm_dim, text_outputs[0])
         self.null_c = nn.Parameter(torch.randn(1, 1, llm_dim) * 0.02)
-        attach_adapter(self.base.unet, llm_dim)
+        attach_adapter(self.unet, llm_dim)
         self.freeze_base()
 
     def freeze_base(self) -> None:
-        """Only the adapter (phi, new attentions, gates), the connector and the null token train."""
+        """Only the adapter (phi, new attentions, gates), the encoding connector and the null token train."""
         adapter = {id(p) for p in self.adapter_parameters()}
-        for p in self.base.parameters():
+        for p in self.unet.parameters():
             p.requires_grad_(id(p) in adapter)
 
     def adapter_parameters(self):
-        for attn in cross_attentions(self.base.unet).values():
+        for attn in cross_attentions(self.unet).values():
             yield from attn.processor.parameters()
 
     @property
     def processors(self) -> dict[str, LLMDiffAttnProcessor]:
-        return {n: a.processor for n, a in cross_attentions(self.base.unet).items()}
+        return {n: a.processor for n, a in cross_attentions(self.unet).items()}
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
         text = texts[0]
@@ -173,13 +176,13 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
         c = self.llm_encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
         ctx = torch.cat([self.null_c.expand(b, -1, -1), c], 1)
         mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=c.device), text.mask], 1)
-        return self.base.unet(sample, timestep, encoder_hidden_states=ctx, encoder_attention_mask=mask.long()).sample
+        return self.unet(sample, timestep, encoder_hidden_states=ctx, encoder_attention_mask=mask.long()).sample
 
     def save_adapter(self, path: Path | str) -> Path:
         """The adapter alone: adapter.safetensors (processors, connector, null token) + adapter_config.json."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = adapter_state_dict(self.base.unet)
+        tensors = adapter_state_dict(self.unet)
         tensors.update({f"llm_encoding.{k}": v for k, v in self.llm_encoding.state_dict().items()})
         tensors["null_c"] = self.null_c.detach()
         save_file({k: v.contiguous() for k, v in tensors.items()}, path / "adapter.safetensors")
@@ -189,24 +192,37 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
         return path
 
 
+def load_base_unet(path: Path | str):
+    """The frozen base: a trained TextUNet folder (its inner U-Net) or a diffusers UNet2DConditionModel folder."""
+    from diffusers import UNet2DConditionModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise LLMDiffError(f"no trained base U-Net at {path}; train it with configs/shapes-unet-base.yaml, or point "
+                           "model.base at a Stable Diffusion unet/ folder")
+    kind = json.loads((path / "config.json").read_text()).get("_class_name")
+    if kind == "TextUNet":
+        from .unet import TextUNet
+
+        return TextUNet.from_pretrained(path).unet
+    if kind == "UNet2DConditionModel":
+        return UNet2DConditionModel.from_pretrained(path)
+    raise LLMDiffError(f"{path} holds a {kind!r}; the adapter needs a UNet2DConditionModel or a TextUNet")
+
+
 def build_adapter_model(cfg, text_dims: list[int], text_outputs: list[int]) -> AdaptedUNet:
-    """A new adapter around the frozen base named by ``model.base`` (a trained TextUNet folder)."""
+    """A new adapter around the frozen base named by ``model.base``."""
     from ..config import to_dict
-    from .unet import TextUNet
 
     if not cfg.model.base:
         raise LLMDiffError("model.base must name the trained base U-Net folder (e.g. models/shapes-unet-base)")
-    base_path = Path(cfg.model.base)
-    if not (base_path / "config.json").is_file():
-        raise LLMDiffError(f"no trained base U-Net at {base_path}; train it with configs/shapes-unet-base.yaml")
-    base = TextUNet.from_pretrained(base_path)
-    model = AdaptedUNet(base_config=dict(base.config), base_path=str(base_path), text_dims=tuple(text_dims),
+    base = load_base_unet(cfg.model.base)
+    model = AdaptedUNet(base_config=dict(base.config), base_path=str(cfg.model.base), text_dims=tuple(text_dims),
                         text_outputs=tuple(text_outputs), connector=cfg.text.connector,
                         sample_size=base.config.sample_size, in_channels=base.config.in_channels,
-                        objective=cfg.train.objective,
-                        encoders=tuple(to_dict(e) for e in cfg.text.encoders))
-    missing = model.base.load_state_dict(base.state_dict(), strict=False)
-    if missing.unexpected_keys:
-        raise LLMDiffError(f"base U-Net weights do not fit: {missing.unexpected_keys[:3]}")
+                        objective=cfg.train.objective, encoders=tuple(to_dict(e) for e in cfg.text.encoders))
+    result = model.unet.load_state_dict(base.state_dict(), strict=False)
+    if result.unexpected_keys or any(not k.startswith(tuple(cross_attentions(model.unet))) for k in result.missing_keys):
+        raise LLMDiffError(f"base U-Net weights do not fit: {(result.unexpected_keys or result.missing_keys)[:3]}")
     model.freeze_base()
     return model

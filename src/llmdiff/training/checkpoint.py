@@ -51,6 +51,8 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema: dict[str
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        if hasattr(model, "save_config"):  # lets a checkpoint be exported without rebuilding the data
+            model.save_config(tmp)
         if ema is not None:
             save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
         tensors, meta = optimizer_tensors(opt)
@@ -81,4 +83,26 @@ def load_checkpoint(path: Path) -> dict:
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
         raise LLMDiffError(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); delete it to resume from the "
                            "previous one") from None
+    return out
+
+
+def export_checkpoint(ckpt: Path, out: Path, autoencoder: str | None = None) -> Path:
+    """A model folder (config.json + safetensors, EMA weights, vae/ if latent) from one checkpoint."""
+    import shutil as _shutil
+
+    from ..denoisers import model_class
+
+    ckpt, out = Path(ckpt), Path(out)
+    if not (ckpt / "config.json").is_file():
+        raise LLMDiffError(f"{ckpt} is not an exportable checkpoint (no config.json)")
+    cls = model_class(json.loads((ckpt / "config.json").read_text())["_class_name"])
+    model = cls.from_config(cls.load_config(ckpt))
+    tensors = load_checkpoint(ckpt)
+    state = tensors["model"]
+    if tensors["ema"] is not None:
+        state.update(tensors["ema"])
+    model.load_state_dict(state)
+    model.save_pretrained(out)
+    if autoencoder:
+        _shutil.copytree(autoencoder, out / "vae", dirs_exist_ok=True)
     return out

@@ -1,4 +1,4 @@
-"""Training batches: Shapes scenes rendered on the fly, text features from the cache.
+"""Training batches: Shapes scenes rendered on the fly (or your own images), text features from the cache.
 
 Every batch is a pure function of (seed, step, rank): caption indices, layouts, colours left
 open by the caption, caption dropout, noise and timesteps all come from generators seeded
@@ -46,17 +46,17 @@ def _complete(folder: Path) -> bool:
     return bool(json.loads((folder / "manifest.json").read_text()).get("complete"))
 
 
-class ShapesTrainingData:
-    """A finite caption set of the Shapes world with the cached features of every configured LLM."""
+class TrainingData:
+    """Captions with their cached features (every configured LLM); subclasses supply the images."""
 
-    def __init__(self, cfg: ExperimentConfig, caption_set: CaptionSet | None = None):
-        if cfg.data.world != "shapes":
-            raise LLMDiffError(f"unknown data world {cfg.data.world!r}; llmdiff ships the 'shapes' world")
+    def __init__(self, cfg: ExperimentConfig, captions: list[str]):
         self.cfg = cfg
-        self.captions = caption_set or build_caption_set(cfg.data.n_scenes, cfg.data.captions_per_scene,
-                                                         cfg.data.seed, cfg.data.mix)
-        self.features = [cached_features(e, self.captions.captions, cfg.text.cache_dtype, cfg.text.batch_size)
+        self.caption_list = captions
+        self.features = [cached_features(e, captions, cfg.text.cache_dtype, cfg.text.batch_size)
                          for e in cfg.text.encoders]
+
+    def __len__(self) -> int:
+        return len(self.caption_list)
 
     @property
     def text_dims(self) -> list[int]:
@@ -77,14 +77,75 @@ class ShapesTrainingData:
             out.append(TextInput(feats.float(), mask[:, :n]))
         return out
 
+    def images(self, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(B, R, R, 3) uint8 images for these caption indices."""
+        raise NotImplementedError
+
     def batch(self, step: int, rank: int, batch_size: int, caption_dropout: float):
         """(x0 in [-1, 1] of shape (B, 3, R, R), texts, torch generator for noise) for one step and rank."""
         seed = step_seed(self.cfg.train.seed, step, rank)
         rng = np.random.default_rng(seed)
-        index = rng.integers(0, len(self.captions), batch_size)
-        res = self.cfg.data.resolution
-        images = np.stack([self.captions.render(int(i), rng, res) for i in index])
-        x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        index = rng.integers(0, len(self), batch_size)
+        x0 = torch.from_numpy(self.images(index, rng)).permute(0, 3, 1, 2).float() / 127.5 - 1
         drop = torch.from_numpy(rng.random(batch_size) < caption_dropout)
         texts = [t.dropped(drop) for t in self.texts(index)]
         return x0, texts, torch.Generator().manual_seed(seed)
+
+
+class ShapesTrainingData(TrainingData):
+    """A finite caption set of the Shapes world; every draw renders a new layout of the caption's scene."""
+
+    def __init__(self, cfg: ExperimentConfig, caption_set: CaptionSet | None = None):
+        self.captions = caption_set or build_caption_set(cfg.data.n_scenes, cfg.data.captions_per_scene,
+                                                         cfg.data.seed, cfg.data.mix)
+        super().__init__(cfg, self.captions.captions)
+
+    def images(self, index, rng):
+        return np.stack([self.captions.render(int(i), rng, self.cfg.data.resolution) for i in index])
+
+
+class FolderTrainingData(TrainingData):
+    """Your own images and captions: DIR/metadata.jsonl with {"file_name": ..., "text": ...} per line
+    (Hugging Face's imagefolder convention), images resized and centre-cropped to the resolution."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        root = Path(cfg.data.path or "")
+        meta = root / "metadata.jsonl"
+        if not meta.is_file():
+            raise LLMDiffError(f"data.path {root} has no metadata.jsonl (lines of {{\"file_name\": ..., \"text\": ...}})")
+        self.files, captions = [], []
+        for n, line in enumerate(meta.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                file, text = root / row["file_name"], row.get("text", row.get("caption"))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise LLMDiffError(f"{meta}:{n}: expected {{\"file_name\": ..., \"text\": ...}}") from None
+            if not isinstance(text, str) or not file.is_file():
+                raise LLMDiffError(f"{meta}:{n}: missing image {file} or caption")
+            self.files.append(file)
+            captions.append(text)
+        super().__init__(cfg, captions)
+
+    def images(self, index, rng):
+        from PIL import Image
+
+        res = self.cfg.data.resolution
+        out = []
+        for i in index:
+            with Image.open(self.files[int(i)]) as im:
+                im = im.convert("RGB")
+                scale = res / min(im.size)
+                im = im.resize((max(res, round(im.width * scale)), max(res, round(im.height * scale))), Image.BICUBIC)
+                left, top = (im.width - res) // 2, (im.height - res) // 2
+                out.append(np.asarray(im.crop((left, top, left + res, top + res))))
+        return np.stack(out)
+
+
+def training_data(cfg: ExperimentConfig) -> TrainingData:
+    if cfg.data.world == "shapes":
+        return ShapesTrainingData(cfg)
+    if cfg.data.world == "folder":
+        return FolderTrainingData(cfg)
+    raise LLMDiffError(f"unknown data world {cfg.data.world!r}; known: shapes, folder")

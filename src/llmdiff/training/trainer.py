@@ -24,7 +24,7 @@ from ..diffusion import make_scheduler, sample, to_uint8, training_loss
 from ..errors import LLMDiffError
 from ..utils import atomic_write_text
 from .checkpoint import list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
-from .data import ShapesTrainingData, cached_features
+from .data import cached_features, training_data
 
 SAMPLE_PROMPTS = [
     "a red circle", "a blue square to the left of a yellow triangle", "three green crosses",
@@ -65,7 +65,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.acc = Accelerator(cpu=not torch.cuda.is_available())
         self._prepare_folder(resume)
-        self.data = ShapesTrainingData(cfg)
+        self.data = training_data(cfg)
         self.sample_texts = [TextInputCache.texts(e, SAMPLE_PROMPTS, cfg) for e in cfg.text.encoders]
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         from ..denoisers import build_denoiser

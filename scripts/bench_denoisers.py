@@ -1,0 +1,120 @@
+"""Training and sampling speed of the denoisers on this machine, against a peer DiT in the same process.
+
+    python scripts/bench_denoisers.py [--seconds 20]
+
+* LI-DiT presets (pixel and latent) vs diffusers' PixArtTransformer2DModel of the same width,
+  depth, heads and patch size on the same input (a peer DiT with cross-attention): train
+  images/s and sampling latency (batch 16, 25 steps, classifier-free guidance).
+* U-Net layouts (diffusers UNet2DConditionModel with SD-1.5 block types) at CPU widths.
+
+Writes docs/benchmarks/denoisers.{md,json}. Timings swing with other load: compare ratios.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from llmdiff.connectors.conditioner import TextInput
+from llmdiff.denoisers.lidit import build_lidit
+from llmdiff.denoisers.unet import build_unet
+from llmdiff.diffusion import make_scheduler, sample, training_loss
+
+TEXT_LEN, TEXT_DIM = 24, 576
+
+
+def texts(b):
+    return [TextInput(torch.randn(b, TEXT_LEN, TEXT_DIM), torch.ones(b, TEXT_LEN, dtype=torch.bool))]
+
+
+def train_rate(model, shape, seconds, batch=64):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x0, t = torch.randn(batch, *shape), texts(batch)
+    n, start = 0, None
+    while start is None or time.perf_counter() - start < seconds:
+        loss = training_loss(model, x0, t, "flow")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if start is None:  # the first step warms up
+            start = time.perf_counter()
+        else:
+            n += batch
+    return n / (time.perf_counter() - start)
+
+
+def sample_latency(model, shape, batch=16, steps=25):
+    t = texts(batch)
+    sample(model, t, make_scheduler("flow"), 2, 2.0, torch.Generator().manual_seed(0), shape)  # warm-up
+    start = time.perf_counter()
+    sample(model, t, make_scheduler("flow"), steps, 2.0, torch.Generator().manual_seed(0), shape)
+    return time.perf_counter() - start
+
+
+class PixArtPeer(torch.nn.Module):
+    """diffusers' PixArtTransformer2DModel behind the same call signature (caption projection included)."""
+
+    def __init__(self, size, channels, patch, width, depth, heads):
+        super().__init__()
+        from diffusers import PixArtTransformer2DModel
+
+        self.net = PixArtTransformer2DModel(
+            num_attention_heads=heads, attention_head_dim=width // heads, in_channels=channels, out_channels=channels,
+            num_layers=depth, cross_attention_dim=width, sample_size=size, patch_size=patch, norm_type="ada_norm_single",
+            caption_channels=TEXT_DIM, use_additional_conditions=False, interpolation_scale=1)
+
+    def forward(self, x, timestep, texts):
+        t = texts[0]
+        return self.net(x, encoder_hidden_states=t.features, encoder_attention_mask=t.mask.long(), timestep=timestep).sample
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--out", default="docs/benchmarks")
+    a = p.parse_args()
+    rows, raw = [], {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    for name, size, ch in (("tiny", 32, 3), ("tiny-latent", 8, 4), ("small-latent", 8, 4)):
+        ours = build_lidit(name, sample_size=size, in_channels=ch, text_dims=(TEXT_DIM,))
+        cfg = ours.config
+        peer = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads)
+        n_ours = sum(p.numel() for p in ours.parameters()) / 1e6
+        n_peer = sum(p.numel() for p in peer.parameters()) / 1e6
+        shape = (ch, size, size)
+        r_ours, r_peer = train_rate(ours, shape, a.seconds), train_rate(peer, shape, a.seconds)
+        l_ours, l_peer = sample_latency(ours.eval(), shape), sample_latency(peer.eval(), shape)
+        raw[name] = dict(ours_params_m=n_ours, peer_params_m=n_peer, ours_train=r_ours, peer_train=r_peer,
+                         ours_sample_s=l_ours, peer_sample_s=l_peer)
+        rows.append(f"| LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M | {r_ours:.0f} | "
+                    f"{l_ours:.2f} | PixArt {n_peer:.2f}M: {r_peer:.0f} img/s, {l_peer:.2f} s | "
+                    f"{r_ours / r_peer:.2f}x |")
+        print(rows[-1], flush=True)
+    unet_rows = []
+    for label, preset, over, size, ch in (
+            ("(32, 64, 64), attention at 16 and 8 px, pixel 32", "tiny", {}, 32, 3),
+            ("(32, 64, 64), attention at 16 and 8 px, 1 layer/block, latent 8", "tiny", {}, 8, 4),
+            ("(64, 128, 128), SD-1.5 blocks, pixel 32", "tiny", {"block_out_channels": (64, 128, 128)}, 32, 3)):
+        unet = build_unet(preset, over, sample_size=size, in_channels=ch, text_dims=(TEXT_DIM,))
+        n = sum(p.numel() for p in unet.parameters()) / 1e6
+        r = train_rate(unet, (ch, size, size), a.seconds)
+        raw[f"unet {label}"] = dict(params_m=n, train=r)
+        unet_rows.append(f"| U-Net {label} | {n:.2f}M | {r:.0f} |")
+        print(unet_rows[-1], flush=True)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# Denoisers on this machine (torch {torch.__version__}, {torch.get_num_threads()} threads, fp32)", "",
+          "Train: images/s at batch 64 with a 24-token text of width 576. Sample: seconds for 16 images, 25 steps,",
+          "classifier-free guidance (32 forward passes of 16 images per step). Reproduce: "
+          "`python scripts/bench_denoisers.py`.", "",
+          "| model | params | train img/s | sample s | peer (same width, depth, heads, patch) | ours / peer train |",
+          "|---|---:|---:|---:|---|---:|", *rows, "", "| U-Net | params | train img/s |", "|---|---:|---:|", *unet_rows]
+    (out / "denoisers.md").write_text("\n".join(md) + "\n")
+    (out / "denoisers.json").write_text(json.dumps(raw, indent=2) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+from llmdiff.autoencoder import LatentCodec, build_autoencoder, downsample_factor, train_autoencoder
+from llmdiff.errors import LLMDiffError
+from llmdiff.experiments import load_spec, run_experiment
+
+
+def test_autoencoder_shapes_and_codec(tmp_path):
+    ae = build_autoencoder()
+    assert downsample_factor(ae) == 4
+    out = train_autoencoder(tmp_path / "ae", steps=3, batch_size=4, progress=False)
+    codec = LatentCodec(out)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = codec.encode(x)
+    assert z.shape == (2, 4, 8, 8) and codec.factor == 4 and codec.channels == 4
+    y = codec.decode(z)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    info = json.loads((out / "training.json").read_text())
+    assert info["steps"] == 3 and codec.scale > 0
+    with pytest.raises(LLMDiffError, match="no autoencoder"):
+        LatentCodec(tmp_path / "missing")
+
+
+def test_latent_training_exports_a_self_contained_model(tmp_path):
+    from llmdiff.config import load_config
+    from llmdiff.pipelines import LLMDiffPipeline
+    from llmdiff.training.trainer import train
+
+    from test_training import TINY
+
+    ae = train_autoencoder(tmp_path / "ae", steps=2, batch_size=4, progress=False)
+    cfg = load_config(None, TINY + [f"model.autoencoder={ae}", "model.overrides={hidden_size: 32, depth: 1, heads: 2, "
+                                    "patch_size: 1}", "train.steps=2"])
+    model = train(cfg, tmp_path / "run", progress=False)
+    assert (model / "vae" / "config.json").is_file()
+    pipe = LLMDiffPipeline.from_model_dir(model)
+    assert pipe.codec is not None and pipe.denoiser.config.sample_size == 8
+    img = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
+    assert img.shape == (32, 32, 3)
+
+
+def test_experiment_runner_trains_evaluates_and_resumes(tmp_path):
+    import yaml
+
+    from test_training import TINY
+
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    overrides = {k: v for k, v in (o.split("=", 1) for o in TINY)}
+    spec_path = tmp_path / "exp.yaml"
+    variants = {"a": {"text.refiner_depth": 0}, "b": {"text.refiner_depth": 1}}
+    common = {k: v for k, v in overrides.items() if k != "name"}
+
+    for v in variants.values():
+        for k, val in common.items():
+            v.setdefault(k, yaml.safe_load(val))
+        v["train.steps"] = 2
+        v["sample.steps"] = 2
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
+                                         "seeded_variants": ["a"], "suites": ["geneval"], "images_per_prompt": 1,
+                                         "variants": variants}))
+    spec = load_spec(spec_path)
+    report = run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", progress=False)
+    assert set(report["variants"]) == {"a", "b"}
+    assert report["variants"]["a"]["geneval/overall"]["n"] == 2 and report["variants"]["b"]["geneval/overall"]["n"] == 1
+    for name in ("results.md", "results.json", "geneval_overall.png"):
+        assert (tmp_path / "results" / "t" / name).is_file()
+    # a second call trains nothing: every (variant, seed) is done
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "results" / "t" / "variants").iterdir())
+    run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", progress=False)
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "results" / "t" / "variants").iterdir()) == before
+    with pytest.raises(LLMDiffError, match="unknown variant"):
+        run_experiment(spec, ["c"], runs=tmp_path / "runs", results=tmp_path / "results")
