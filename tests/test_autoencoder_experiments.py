@@ -19,7 +19,15 @@ def test_autoencoder_shapes_and_codec(tmp_path):
     y = codec.decode(z)
     assert y.shape == x.shape and y.abs().max() <= 1
     info = json.loads((out / "training.json").read_text())
-    assert info["steps"] == 3 and codec.scale > 0
+    assert info["steps"] == 3
+    # per-channel statistics are recorded and applied: the training distribution's latents come out standardised
+    import numpy as np
+
+    from llmdiff.autoencoder import _batch
+
+    assert len(codec.ae.config.latents_std) == 4 and (codec.scale > 0).all()
+    zs = codec.encode(_batch(np.random.default_rng(5), 256, 32))
+    assert zs.mean(dim=(0, 2, 3)).abs().max() < 0.3 and (zs.std(dim=(0, 2, 3)) - 1).abs().max() < 0.3
     with pytest.raises(LLMDiffError, match="no autoencoder"):
         LatentCodec(tmp_path / "missing")
 

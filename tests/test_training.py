@@ -38,11 +38,22 @@ def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
     assert cfg.train.lr == 1e-3 and cfg.text.encoders[0].layers == (1, -1)
 
 
-def test_shipped_configs_load():
+def test_shipped_configs_load(monkeypatch):
     from pathlib import Path
 
-    for path in sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")):
+    from llmdiff.experiments import MODEL_KEY, load_spec, variant_config
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)  # experiment specs name their base config relative to the repository
+    for path in sorted(root.glob("configs/*.yaml")):
         load_config(path)
+    specs = sorted(root.glob("configs/experiments/*.yaml"))
+    assert specs
+    for path in specs:
+        spec = load_spec(path)
+        for variant, overrides in spec.variants.items():
+            if MODEL_KEY not in overrides:
+                variant_config(spec, variant, spec.seeds[0])  # every variant's overrides name real keys
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -46,14 +46,21 @@ def _batch(rng: np.random.Generator, n: int, resolution: int) -> torch.Tensor:
 
 
 def train_autoencoder(out: Path | str, steps: int = 1500, batch_size: int = 32, lr: float = 1e-3,
-                      kl_weight: float = 1e-6, resolution: int = 32, seed: int = 0, progress: bool = True) -> Path:
-    """Train, set the latent scaling factor (1 / std of latents, as SD does), save with save_pretrained."""
+                      kl_weight: float = 1e-6, resolution: int = 32, seed: int = 0, progress: bool = True,
+                      latent_channels: int = 4, rgb_anchor: float = 0.0) -> Path:
+    """Train, set the latent scaling factor (1 / std of latents, as SD does), save with save_pretrained.
+
+    ``rgb_anchor`` > 0 pulls the first three latent channels towards the image average-pooled to the
+    latent grid, so that colour lives linearly in the latent (as it does in pixel space) and the
+    other channels carry the shape detail the decoder needs.
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    ae = build_autoencoder(resolution=resolution)
+    ae = build_autoencoder(resolution=resolution, latent_channels=latent_channels)
+    factor = downsample_factor(ae)
     opt = torch.optim.AdamW(ae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     bar = tqdm(range(steps), desc="training autoencoder", unit="step", disable=not progress)
@@ -65,6 +72,8 @@ def train_autoencoder(out: Path | str, steps: int = 1500, batch_size: int = 32, 
         y = ae.decode(post.sample()).sample
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
         loss = rec + kl_weight * post.kl().mean()
+        if rgb_anchor:
+            loss = loss + rgb_anchor * F.mse_loss(post.mean[:, :3], F.avg_pool2d(x, factor))
         if not torch.isfinite(loss):
             raise LLMDiffError(f"autoencoder loss became {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -78,16 +87,31 @@ def train_autoencoder(out: Path | str, steps: int = 1500, batch_size: int = 32, 
     ae.eval()
     with torch.no_grad():
         z = ae.encode(_batch(rng, 256, resolution)).latent_dist.mean
-        ae.register_to_config(scaling_factor=float(1.0 / z.std()), shift_factor=float(z.mean()))
+        register_latent_stats(ae, z)
     ae.save_pretrained(out)
     atomic_write_text(out / "training.json", json.dumps({"steps": steps, "batch_size": batch_size, "lr": lr,
-                                                         "kl_weight": kl_weight, "minutes": (time.perf_counter() - t0) / 60,
+                                                         "kl_weight": kl_weight, "rgb_anchor": rgb_anchor, "minutes": (time.perf_counter() - t0) / 60,
                                                          "final_reconstruction": float(np.mean([r["reconstruction"] for r in log[-50:]]))}, indent=2) + "\n")
     return out
 
 
+def register_latent_stats(ae, z: torch.Tensor) -> None:
+    """Record the latents' global and per-channel statistics in the autoencoder's config.
+
+    Channels of an RGB-anchored latent differ in spread by ~4x; normalising each one (diffusers'
+    ``latents_mean``/``latents_std``, as SDXL-style VAEs record them) gives every channel the same
+    signal-to-noise ratio along the diffusion schedule.
+    """
+    ae.register_to_config(scaling_factor=float(1.0 / z.std()), shift_factor=float(z.mean()),
+                          latents_mean=z.mean(dim=(0, 2, 3)).tolist(), latents_std=z.std(dim=(0, 2, 3)).tolist())
+
+
 class LatentCodec:
-    """Images in [-1, 1] <-> normalised latents ((z - shift) * scale), with a frozen autoencoder."""
+    """Images in [-1, 1] <-> normalised latents, with a frozen autoencoder.
+
+    Per channel ``(z - latents_mean) / latents_std`` when the config records them, else
+    ``(z - shift_factor) * scaling_factor``.
+    """
 
     def __init__(self, path: Path | str, device="cpu"):
         from diffusers import AutoencoderKL
@@ -97,8 +121,13 @@ class LatentCodec:
             raise LLMDiffError(f"no autoencoder at {path}; train one with `llmdiff autoencoder --out {path}`")
         self.ae = AutoencoderKL.from_pretrained(path).eval().requires_grad_(False).to(device)
         self.path = path
-        self.scale = float(self.ae.config.scaling_factor)
-        self.shift = float(self.ae.config.shift_factor or 0.0)
+        config = self.ae.config
+        if config.get("latents_mean") and config.get("latents_std"):
+            self.shift = torch.tensor(config.latents_mean, device=device).view(1, -1, 1, 1)
+            self.scale = 1.0 / torch.tensor(config.latents_std, device=device).view(1, -1, 1, 1)
+        else:
+            self.scale = float(config.scaling_factor)
+            self.shift = float(config.shift_factor or 0.0)
 
     @property
     def factor(self) -> int:

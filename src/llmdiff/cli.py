@@ -194,7 +194,8 @@ def _autoencoder(args) -> None:
     from .autoencoder import train_autoencoder
 
     out = train_autoencoder(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            resolution=args.resolution, seed=args.seed)
+                            resolution=args.resolution, seed=args.seed, latent_channels=args.latent_channels,
+                            rgb_anchor=args.rgb_anchor)
     print(f"autoencoder in {out}; use it with model.autoencoder={out}")
 
 
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--resolution", type=int, default=32)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--latent-channels", type=int, default=4)
+    a.add_argument("--rgb-anchor", type=float, default=0.0,
+                   help="pull the first 3 latent channels towards the pooled image (colour stays linear)")
 
     x = sub.add_parser("experiment", help="train and compare variants of a config with the same budget")
     x.add_argument("spec", help="experiment YAML, e.g. configs/experiments/ladder.yaml")

@@ -55,7 +55,7 @@ class LLMDiffAttnProcessor(nn.Module):
     @property
     def gates(self) -> tuple[float, float]:
         """a1 exp(b1) (original branch) and a2 exp(b2) (new branch)."""
-        return float(self.a1 * self.b1.exp()), float(self.a2 * self.b2.exp())
+        return float((self.a1 * self.b1.exp()).detach()), float((self.a2 * self.b2.exp()).detach())
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape

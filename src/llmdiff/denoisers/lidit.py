@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..connectors.conditioner import TextConditioner, TextInput
-from ..layers import FeedForward, MultiHeadAttention, TimestepEmbedder, modulate
+from ..layers import FeedForward, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate
 
 # Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
 PRESETS: dict[str, dict] = {
@@ -91,6 +91,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         collaborative: bool = True,
         objective: str = "flow",
         encoders: tuple = (),  # the EncoderConfig dicts the features came from (checked at generation)
+        pooled_text: bool = True,  # add the mean text token to the timestep embedding (as SD3 adds pooled CLIP)
     ):
         super().__init__()
         if sample_size % patch_size:
@@ -101,6 +102,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         self.patch_embed = nn.Conv2d(in_channels, d, patch_size, stride=patch_size)
         self.pos_conv = nn.Conv2d(d, d, 3, padding=1, groups=d)  # zero padding tells tokens where the border is
         self.t_embed = TimestepEmbedder(d)
+        self.pool_text = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d)) if pooled_text else None
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # always attendable: no NaN, a learnt "no text"
         self.blocks = nn.ModuleList(LIDiTBlock(d, heads, mlp_ratio) for _ in range(depth))
@@ -156,6 +158,8 @@ class LIDiT(ModelMixin, ConfigMixin):
         if self.config.pos_embed == "conv+sincos":
             x = x + sincos_2d(gh, gw, x.shape[-1], x.device)[None]
         t = self.t_embed(timestep)  # (B, D)
+        if self.pool_text is not None:  # a global text signal for every block's modulation
+            t = t + self.pool_text(masked_mean(tokens, mask))
         t_mod = self.t_block(t).view(b, 6, -1)  # (B, 6, D)
         for block in self.blocks:
             x = block(x, t_mod, context, context_mask)
