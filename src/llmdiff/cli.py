@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--resolution", type=int, default=32)
     a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--latent-channels", type=int, default=4)
-    a.add_argument("--rgb-anchor", type=float, default=0.0,
+    a.add_argument("--latent-channels", type=int, default=6)
+    a.add_argument("--rgb-anchor", type=float, default=1.0,
                    help="pull the first 3 latent channels towards the pooled image (colour stays linear)")
 
     x = sub.add_parser("experiment", help="train and compare variants of a config with the same budget")

@@ -92,7 +92,10 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
             minutes = (time.perf_counter() - t0) / 60
             summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
                                        progress=progress)
-            atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": cfg.train.steps,
+            steps = cfg.train.steps
+            if (model / "llmdiff.json").is_file():  # a shipped model records how long it trained
+                steps = json.loads((model / "llmdiff.json").read_text()).get("steps", steps)
+            atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
                                                 "train_minutes": round(minutes, 1), "summaries": summaries}) + "\n")
     return write_report(spec, out)
 
@@ -139,6 +142,7 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
         metrics = [_metrics(r["summaries"]) for r in runs]
         table[variant] = {k: _stat([m[k] for m in metrics]) for k in metrics[0]}
         table[variant]["_train_minutes"] = _stat([r["train_minutes"] for r in runs])
+        table[variant]["_steps"] = _stat([r.get("steps", spec.steps) for r in runs])
     report = {"experiment": spec.name, "description": spec.description, "steps": spec.steps, "seeds": list(spec.seeds),
               "suites": list(spec.suites), "images_per_prompt": spec.images_per_prompt, "variants": table,
               "overrides": spec.variants}
@@ -155,16 +159,20 @@ def _fmt(s: dict | None) -> str:
 
 
 def _markdown(spec: ExperimentSpec, table: dict) -> str:
+    trained = [v for v in spec.variants if MODEL_KEY not in spec.variants[v]]
+    budget = (f"Every trained variant: {spec.steps} training steps from the same base config (`{spec.base}`); "
+              if trained else "Existing models (steps in the table); ")
     lines = [f"# {spec.name}", "", spec.description, "",
-             f"Every variant: {spec.steps} training steps from the same base config (`{spec.base}`), evaluated on "
+             budget + "evaluated on "
              f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
              "`a ± b`: mean over seeds ± half the range (n seeds in the last column).", ""]
     cols = [c for c in ("geneval/overall", "paraphrase/overall", "compbench/overall",
                         "position_bias/mean_pair_accuracy") if any(c in v for v in table.values())]
-    lines += ["| variant | " + " | ".join(cols) + " | train min | seeds |", "|---|" + "---:|" * (len(cols) + 2)]
+    lines += ["| variant | " + " | ".join(cols) + " | steps | train min | seeds |", "|---|" + "---:|" * (len(cols) + 3)]
     for variant, v in table.items():
+        minutes = "-" if MODEL_KEY in spec.variants[variant] else f"{v['_train_minutes']['mean']:.0f}"
         lines.append(f"| {variant} | " + " | ".join(_fmt(v.get(c)) for c in cols)
-                     + f" | {v['_train_minutes']['mean']:.0f} | {v['_train_minutes']['n']} |")
+                     + f" | {v['_steps']['mean']:.0f} | {minutes} | {v['_train_minutes']['n']} |")
     tasks = sorted({k.split("/")[1] for v in table.values() for k in v if k.startswith("geneval/")} - {"overall"})
     if tasks:
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]

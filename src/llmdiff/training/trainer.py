@@ -153,15 +153,15 @@ class Trainer:
             self.step += 1
             n_imgs += tc.batch_size * self.acc.num_processes
             row = {"step": self.step - 1, "loss": mean_loss, "lr": lr_at(self.step - 1, tc), "grad_norm": float(grad_norm)}
+            if self.step % tc.log_every == 0 or self.step == end:
+                row["img_s"] = n_imgs / (time.perf_counter() - t_last)  # training throughput since the last log
+                t_last, n_imgs = time.perf_counter(), 0
+                recent = [r["loss"] for r in self.history[-tc.log_every + 1:]] + [mean_loss]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", img_s=f"{row['img_s']:.0f}")
             self.history.append(row)
             if self.acc.is_main_process:
                 with open(log_file, "a") as f:
                     f.write(json.dumps(row) + "\n")
-            if self.step % tc.log_every == 0 or self.step == end:
-                rate = n_imgs / (time.perf_counter() - t_last)
-                t_last, n_imgs = time.perf_counter(), 0
-                recent = [r["loss"] for r in self.history[-tc.log_every:]]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", img_s=f"{rate:.0f}")
             bar.update(1)
             if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                 self._checkpoint()
@@ -229,6 +229,8 @@ class Trainer:
                 shutil.copytree(self.codec.path, out / "vae", dirs_exist_ok=True)
             atomic_write_text(out / "llmdiff.json", json.dumps({
                 "name": self.cfg.name, "steps": self.step, "processes": self.acc.num_processes,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "trainable_parameters": sum(p.numel() for p in self.trainable.values()),
                 "sample": to_dict(self.cfg.sample),
                 "data": to_dict(self.cfg.data), "text": to_dict(self.cfg.text)}, indent=2) + "\n")
             self._plot_loss()
