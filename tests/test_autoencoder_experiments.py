@@ -71,6 +71,9 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path):
                                          "seeded_variants": ["a"], "suites": ["geneval"], "images_per_prompt": 1,
                                          "variants": variants}))
     spec = load_spec(spec_path)
+    # a subset of the seeds first (a short session), then the rest
+    report = run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", progress=False, seeds=[0])
+    assert report["variants"]["a"]["geneval/overall"]["n"] == 1
     report = run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", progress=False)
     assert set(report["variants"]) == {"a", "b"}
     assert report["variants"]["a"]["geneval/overall"]["n"] == 2 and report["variants"]["b"]["geneval/overall"]["n"] == 1
@@ -80,5 +83,7 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path):
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "results" / "t" / "variants").iterdir())
     run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", progress=False)
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "results" / "t" / "variants").iterdir()) == before
+    with pytest.raises(LLMDiffError, match="not in the experiment's seeds"):
+        run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", seeds=[7])
     with pytest.raises(LLMDiffError, match="unknown variant"):
         run_experiment(spec, ["c"], runs=tmp_path / "runs", results=tmp_path / "results")

@@ -205,7 +205,8 @@ def _experiment(args) -> None:
 
     spec = load_spec(args.spec)
     variants = args.variants.split(",") if args.variants else None
-    report = run_experiment(spec, variants, Path(args.runs), Path(args.results))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    report = run_experiment(spec, variants, Path(args.runs), Path(args.results), seeds=seeds)
     print((Path(args.results) / spec.name / "results.md").read_text())
     print(f"{len(report['variants'])} variant(s) reported in {Path(args.results) / spec.name}")
 
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="train and compare variants of a config with the same budget")
     x.add_argument("spec", help="experiment YAML, e.g. configs/experiments/ladder.yaml")
     x.add_argument("--variants", help="comma-separated subset of the variants")
+    x.add_argument("--seeds", help="comma-separated subset of the experiment's seeds (the rest can run later)")
     x.add_argument("--runs", default="runs/experiments", help="where runs go (not committed)")
     x.add_argument("--results", default="docs/results", help="where tables and plots go")
 

@@ -60,7 +60,8 @@ def variant_config(spec: ExperimentSpec, variant: str, seed: int):
 
 
 def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs: Path = Path("runs/experiments"),
-                   results: Path = Path("docs/results"), progress: bool = True) -> dict:
+                   results: Path = Path("docs/results"), progress: bool = True,
+                   seeds: list[int] | None = None) -> dict:
     from .evaluation.model_eval import evaluate_model
     from .training.trainer import train
 
@@ -68,11 +69,15 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
     unknown = set(names) - set(spec.variants)
     if unknown:
         raise LLMDiffError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(spec.variants)}")
+    if seeds is not None and set(seeds) - set(spec.seeds):
+        raise LLMDiffError(f"seed(s) {sorted(set(seeds) - set(spec.seeds))} are not in the experiment's seeds {list(spec.seeds)}")
     out = results / spec.name
     out.mkdir(parents=True, exist_ok=True)
     for variant in names:
-        seeds = spec.seeds if variant in spec.seeded_variants else spec.seeds[:1]
-        for seed in seeds:
+        variant_seeds = spec.seeds if variant in spec.seeded_variants else spec.seeds[:1]
+        for seed in variant_seeds:
+            if seeds is not None and seed not in seeds:
+                continue
             done = out / "variants" / f"{variant}-s{seed}.json"
             if done.is_file():
                 continue
