@@ -62,7 +62,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     adapted, base = load_denoiser(Path(a.adapter)), load_denoiser(Path(a.base))
-    gates = {n: p.gates for n, p in adapted.processors.items()}
+    # the U-Net's own order of the processors is down, up, mid; show the path of the signal instead
+    stage = lambda n: ("down" in n, "mid" in n, "up" in n).index(True)  # noqa: E731
+    gates = {n: p.gates for n, p in sorted(adapted.processors.items(), key=lambda kv: stage(kv[0]))}
     gate_plot(gates, out / "gates.png")
 
     base_params = sum(p.numel() for p in base.parameters())
