@@ -169,16 +169,15 @@ def _free_corners(sides: list[int], rng: np.random.Generator, resolution: int, g
     """
     boxes: list[tuple[int, int, int, int]] = []
     for side in sides:
-        xy = rng.integers(gap, resolution - side - gap + 1, size=(64, 2))
-        ok = np.ones(64, bool)
-        for b in boxes:
-            ok &= (xy[:, 0] >= b[2] + gap) | (b[0] >= xy[:, 0] + side + gap) | (xy[:, 1] >= b[3] + gap) | (
-                b[1] >= xy[:, 1] + side + gap
-            )
-        if not ok.any():
+        # Plain Python over the candidates: the first one usually fits, and numpy's per-call overhead
+        # on 64-element arrays cost more than the whole scene's drawing.
+        for x0, y0 in rng.integers(gap, resolution - side - gap + 1, size=(64, 2)).tolist():
+            if all(x0 >= b[2] + gap or b[0] >= x0 + side + gap or y0 >= b[3] + gap or b[1] >= y0 + side + gap
+                   for b in boxes):
+                boxes.append((x0, y0, x0 + side, y0 + side))
+                break
+        else:
             return None
-        x0, y0 = (int(v) for v in xy[ok.argmax()])
-        boxes.append((x0, y0, x0 + side, y0 + side))
     return boxes
 
 
