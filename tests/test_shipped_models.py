@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from llmdiff.demo import demo_entries
 from llmdiff.evaluation.evaluate import run_eval
 from llmdiff.pipelines import LLMDiffPipeline, generate_suite
+from llmdiff.shapes.suites import load_suite
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ EASY = ("single_object", "colors")
                                          ("shapes-unet-adapter", {"single_object": 0.5, "colors": 0.6})])
 def test_shipped_model_follows_easy_prompts(tmp_path, name, floor):
     pipe = LLMDiffPipeline.from_model_dir(MODELS / name)
-    entries = [e for e in demo_entries(full=True) if e["tag"] in EASY][::3]
+    entries = [e for e in load_suite("geneval") if e["tag"] in EASY][::3]
     images = generate_suite(pipe, entries, tmp_path / "gen", images_per_prompt=2, seed=0, progress=False)
     summary = run_eval(images, tmp_path / "eval", progress=False, plots=False)
     tasks = summary["benchmarks"]["geneval"]["tasks"]

@@ -69,15 +69,14 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
     unknown = set(names) - set(spec.variants)
     if unknown:
         raise LLMDiffError(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(spec.variants)}")
-    if seeds is not None and set(seeds) - set(spec.seeds):
-        raise LLMDiffError(f"seed(s) {sorted(set(seeds) - set(spec.seeds))} are not in the experiment's seeds {list(spec.seeds)}")
+    stray = sorted(set(seeds or ()) - set(spec.seeds))
+    if stray:
+        raise LLMDiffError(f"seed(s) {stray} are not in the experiment's seeds {list(spec.seeds)}")
     out = results / spec.name
     out.mkdir(parents=True, exist_ok=True)
     for variant in names:
         variant_seeds = spec.seeds if variant in spec.seeded_variants else spec.seeds[:1]
-        for seed in variant_seeds:
-            if seeds is not None and seed not in seeds:
-                continue
+        for seed in (s for s in variant_seeds if seeds is None or s in seeds):
             done = out / "variants" / f"{variant}-s{seed}.json"
             if done.is_file():
                 continue
