@@ -179,3 +179,37 @@ def test_objectives_train_and_sample(objective):
 def test_empty_like_is_fully_masked():
     e = empty_like([texts()])[0]
     assert not e.mask.any() and (e.features == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["single", "layer_mix", "blockwise"])
+def test_feature_statistics_standardise_the_training_features_and_ignore_padding(kind):
+    from llmdiff.connectors.features import make_feature_connector
+
+    g = torch.Generator().manual_seed(0)
+    n = 1 if kind == "single" else 3
+    shape = (64, 5, 12) if kind == "single" else (64, n, 5, 12)
+    offset = torch.zeros(12)
+    offset[2] = 500.0  # a "massive activation": one channel far from zero on every token
+    feats = torch.randn(shape, generator=g) * 3 + offset
+    mask = torch.arange(5)[None] < torch.randint(1, 6, (64, 1), generator=g)
+    feats = torch.where(mask[:, None, :, None] if n > 1 else mask[..., None], feats, torch.full_like(feats, 1e4))
+    conn = make_feature_connector(kind, 12, 8, n)
+    conn.fit_statistics(feats, mask)
+    z = conn.stats(feats.sum(1) if kind == "blockwise" else feats)
+    z = z.movedim(-2, 1)[mask] if z.dim() == 4 else z[mask]  # valid tokens: padding (1e4) did not enter the statistics
+    torch.testing.assert_close(z.mean(0), torch.zeros_like(z.mean(0)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones_like(z.std(0)), atol=1e-4, rtol=0)
+    state = conn.state_dict()
+    assert {"stats.mean", "stats.std"} <= set(state)  # saved with the weights
+
+
+def test_trainer_fits_feature_statistics_and_they_survive_save_and_load(tmp_path):
+    tokens = texts(n=None)
+    model = tiny()
+    before = model(torch.randn(3, 3, 16, 16), torch.tensor([1.0, 2.0, 3.0]), [tokens])
+    model.text.fit_statistics([tokens.features * 10 + 7], [tokens.mask])
+    assert not torch.allclose(model.text.connectors[0].stats.mean, torch.zeros(24))
+    model.save_pretrained(tmp_path)
+    loaded = LIDiT.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.text.connectors[0].stats.std, model.text.connectors[0].stats.std)
+    assert before.shape == (3, 3, 16, 16)

@@ -78,6 +78,8 @@ def test_run_folder_contents(tmp_path):
     assert len(list((run / "checkpoints").iterdir())) == 2  # keep_checkpoints
     info = json.loads((run / "model" / "llmdiff.json").read_text())
     assert 0 < info["trainable_parameters"] == info["parameters"]  # a LI-DiT trains every weight
+    stats = LLMDiffPipeline.from_model_dir(run / "model").denoiser.text.connectors[0].stats
+    assert stats.std.min() > 0 and not torch.allclose(stats.mean, torch.zeros_like(stats.mean))  # fitted on the cache
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "img_s" in r] == [1, 3, 5, 7, 9, 11] and all(r.get("img_s", 1) > 0 for r in rows)
 

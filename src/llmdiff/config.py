@@ -40,6 +40,7 @@ class TextConfig:
     refiner_depth: int = 2  # linguistic token refiner blocks per LLM (0 = none)
     refiner_causal: bool = False  # ablation only: keep the causal mask in the refiner
     collaborative: bool = True  # with several LLMs: collaborative refiner (False: plain concatenation)
+    standardize: bool = True  # LI-DiT: per-channel standardisation of LLM features (statistics from the cache)
     cache_dtype: str = "float16"
     batch_size: int = 64  # encoding batch size when the cache is built
 

@@ -49,6 +49,11 @@ class TextConditioner(nn.Module):
             if refiner_depth > 0 else None
         self.collaborative = CollaborativeRefiner(dim, heads, len(in_dims)) if len(in_dims) > 1 and collaborative else None
 
+    def fit_statistics(self, features: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+        """Per-channel feature statistics of each LLM, from (N, [n,] L, D) training features and (N, L) masks."""
+        for connector, f, m in zip(self.connectors, features, masks):
+            connector.fit_statistics(f, m)
+
     def forward(self, texts: list[TextInput], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, L, dim) and mask (B, L) for the denoiser's cross-attention."""
         xs, masks = [], []

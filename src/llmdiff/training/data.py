@@ -66,6 +66,11 @@ class TrainingData:
     def text_outputs(self) -> list[int]:
         return [f.features.shape[1] if f.features.dim() == 4 else 1 for f in self.features]
 
+    def feature_sample(self, n: int = 2048, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Features and masks of up to `n` captions (the same ones on every rank), for feature statistics."""
+        index = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+        return [f.features[index].float() for f in self.features], [f.mask[index] for f in self.features]
+
     def texts(self, index: np.ndarray | torch.Tensor) -> list[TextInput]:
         """Cached features of some captions, trimmed to the longest of them."""
         index = torch.as_tensor(index)

@@ -71,6 +71,8 @@ class Trainer:
         from ..denoisers import build_denoiser
 
         model = build_denoiser(cfg, self.data.text_dims, self.data.text_outputs)
+        if cfg.text.standardize and hasattr(model, "text"):  # a resumed run loads them with the weights
+            model.text.fit_statistics(*self.data.feature_sample())
         self.codec = None
         if cfg.model.autoencoder:
             from ..autoencoder import LatentCodec
