@@ -7,7 +7,8 @@
   images/s and sampling latency (batch 16, 25 steps, classifier-free guidance).
 * U-Net layouts (diffusers UNet2DConditionModel with SD-1.5 block types) at CPU widths.
 
-Writes docs/benchmarks/denoisers.{md,json}. Timings swing with other load: compare ratios.
+Writes docs/benchmarks/denoisers.{md,json}. Timings swing with other load: compare ratios (ours and
+the peer train in alternating steps, so load hits both alike).
 """
 
 import argparse
@@ -29,20 +30,26 @@ def texts(b):
     return [TextInput(torch.randn(b, TEXT_LEN, TEXT_DIM), torch.ones(b, TEXT_LEN, dtype=torch.bool))]
 
 
-def train_rate(model, shape, seconds, batch=64):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+def train_rates(models, shape, seconds, batch=64):
+    """Training images/s of each model, steps interleaved so that other load on the machine hits all alike."""
+    opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for m in models]
     x0, t = torch.randn(batch, *shape), texts(batch)
-    n, start = 0, None
-    while start is None or time.perf_counter() - start < seconds:
-        loss = training_loss(model, x0, t, "flow")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if start is None:  # the first step warms up
+    spent, n = [0.0] * len(models), 0
+    while n < 3 or sum(spent) < seconds * len(models):
+        for i, (model, opt) in enumerate(zip(models, opts)):
             start = time.perf_counter()
-        else:
-            n += batch
-    return n / (time.perf_counter() - start)
+            loss = training_loss(model, x0, t, "flow")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if n >= 2:  # the first steps warm up
+                spent[i] += time.perf_counter() - start
+        n += 1
+    return [(n - 2) * batch / s for s in spent]
+
+
+def train_rate(model, shape, seconds, batch=64):
+    return train_rates([model], shape, seconds, batch)[0]
 
 
 def sample_latency(model, shape, batch=16, steps=25):
@@ -89,7 +96,7 @@ def main():
         n_ours = sum(p.numel() for p in ours.parameters()) / 1e6
         n_peer = sum(p.numel() for p in peer.parameters()) / 1e6
         shape = (ch, size, size)
-        r_ours, r_peer = train_rate(ours, shape, a.seconds), train_rate(peer, shape, a.seconds)
+        r_ours, r_peer = train_rates([ours, peer], shape, a.seconds)
         l_ours, l_peer = sample_latency(ours.eval(), shape), sample_latency(peer.eval(), shape)
         raw[name] = dict(ours_params_m=n_ours, peer_params_m=n_peer, ours_train=r_ours, peer_train=r_peer,
                          ours_sample_s=l_ours, peer_sample_s=l_peer)
