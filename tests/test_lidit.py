@@ -213,3 +213,14 @@ def test_trainer_fits_feature_statistics_and_they_survive_save_and_load(tmp_path
     loaded = LIDiT.from_pretrained(tmp_path)
     torch.testing.assert_close(loaded.text.connectors[0].stats.std, model.text.connectors[0].stats.std)
     assert before.shape == (3, 3, 16, 16)
+
+
+def test_flow_shift_moves_training_towards_noise():
+    from llmdiff.diffusion import flow_noise_levels
+
+    plain = flow_noise_levels(20000, torch.Generator().manual_seed(0))
+    shifted = flow_noise_levels(20000, torch.Generator().manual_seed(0), shift=3.0)
+    assert abs(plain.median().item() - 0.5) < 0.02
+    assert abs(shifted.median().item() - 0.75) < 0.02  # 3 * 0.5 / (1 + 2 * 0.5)
+    assert (shifted > 0.9).float().mean() > 5 * (plain > 0.9).float().mean()
+    assert torch.all((shifted > 0) & (shifted < 1))

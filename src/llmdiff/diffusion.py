@@ -1,7 +1,8 @@
 """Training objectives and sampling, on top of diffusers' schedulers.
 
 * ``flow``: rectified flow as in SD3/Sana. x_s = (1 - s) x_0 + s eps, the model predicts the
-  velocity v = eps - x_0, s ~ logit-normal(0, 1); sampled with FlowMatchEulerDiscreteScheduler.
+  velocity v = eps - x_0, s ~ logit-normal(0, 1), optionally time-shifted towards noise
+  (SD3 eq. 23: s' = k s / (1 + (k - 1) s)); sampled with FlowMatchEulerDiscreteScheduler.
 * ``eps``:  DDPM epsilon-prediction with the linear beta schedule of Ho et al. (2020);
   sampled with DPM-Solver++ (default) or DDIM.
 * ``eps_sd``: epsilon-prediction with Stable Diffusion's scaled-linear schedule (beta 0.00085 to
@@ -29,12 +30,16 @@ def _ddpm_config(objective: str = "eps") -> dict:
 
 
 def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: str,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mean squared error of the model's prediction for one batch of clean images x0."""
+                  generator: torch.Generator | None = None, flow_shift: float = 1.0) -> torch.Tensor:
+    """Mean squared error of the model's prediction for one batch of clean images x0.
+
+    ``flow_shift`` k > 1 trains more at high noise, where a small image's layout and colours are
+    decided: with k = 1 only 1.4% of training draws have s > 0.9, with k = 3 about 14%.
+    """
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     if objective == "flow":
-        s = torch.sigmoid(torch.randn(b, generator=generator)).to(x0.device)  # logit-normal (SD3)
+        s = flow_noise_levels(b, generator, flow_shift).to(x0.device)
         x_t = (1 - s)[:, None, None, None] * x0 + s[:, None, None, None] * noise
         target = noise - x0
         timestep = s * 1000
@@ -48,6 +53,14 @@ def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: st
     else:
         raise LLMDiffError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
     return torch.nn.functional.mse_loss(model(x_t, timestep, texts), target)
+
+
+def flow_noise_levels(n: int, generator: torch.Generator | None = None, shift: float = 1.0) -> torch.Tensor:
+    """Rectified-flow noise levels s in (0, 1): logit-normal(0, 1) (SD3), time-shifted by `shift` (SD3 eq. 23)."""
+    if shift <= 0:
+        raise LLMDiffError(f"flow_shift must be positive, got {shift}")
+    s = torch.sigmoid(torch.randn(n, generator=generator))
+    return shift * s / (1 + (shift - 1) * s)
 
 
 def _alphas_cumprod(objective: str) -> torch.Tensor:

@@ -139,7 +139,7 @@ class Trainer:
             x0 = x0.to(device)
             if self.codec is not None:
                 x0 = self.codec.encode(x0)  # the frozen autoencoder's normalised latents
-            loss = training_loss(self.model, x0, texts, tc.objective, gen)
+            loss = training_loss(self.model, x0, texts, tc.objective, gen, tc.flow_shift)
             self.acc.backward(loss)
             grad_norm = self.acc.clip_grad_norm_(list(self.trainable.values()), tc.grad_clip)
             mean_loss = self.acc.gather(loss.detach()[None]).mean().item()
