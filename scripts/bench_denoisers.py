@@ -63,14 +63,19 @@ def sample_latency(model, shape, batch=16, steps=25):
 class PixArtPeer(torch.nn.Module):
     """diffusers' PixArtTransformer2DModel behind the same call signature (caption projection included)."""
 
-    def __init__(self, size, channels, patch, width, depth, heads):
+    def __init__(self, size, channels, patch, width, depth, heads, qk_norm=False):
         super().__init__()
         from diffusers import PixArtTransformer2DModel
+        from diffusers.models.normalization import RMSNorm
 
         self.net = PixArtTransformer2DModel(
             num_attention_heads=heads, attention_head_dim=width // heads, in_channels=channels, out_channels=channels,
             num_layers=depth, cross_attention_dim=width, sample_size=size, patch_size=patch, norm_type="ada_norm_single",
             caption_channels=TEXT_DIM, use_additional_conditions=False, interpolation_scale=1)
+        if qk_norm:  # LI-DiT's QK-RMSNorm in every attention (diffusers' own RMSNorm, as its SD3/Flux blocks use)
+            for block in self.net.transformer_blocks:
+                for attn in (block.attn1, block.attn2):
+                    attn.norm_q, attn.norm_k = RMSNorm(width // heads, eps=1e-6), RMSNorm(width // heads, eps=1e-6)
 
     def forward(self, x, timestep, texts):
         t = texts[0]
@@ -104,6 +109,16 @@ def main():
                     f"{l_ours:.2f} | PixArt {n_peer:.2f}M: {r_peer:.0f} img/s, {l_peer:.2f} s | "
                     f"{r_ours / r_peer:.2f}x |")
         print(rows[-1], flush=True)
+        if over:  # the same DiT against a PixArt that also normalises q and k: the same work, block for block
+            peer_qk = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads, qk_norm=True)
+            r_ours, r_peer = train_rates([ours, peer_qk], shape, a.seconds)
+            l_peer = sample_latency(peer_qk.eval(), shape)
+            raw[name + " vs PixArt + QK-RMSNorm"] = dict(ours_train=r_ours, peer_train=r_peer, ours_sample_s=l_ours,
+                                                        peer_sample_s=l_peer)
+            rows.append(f"| LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M | {r_ours:.0f} | "
+                        f"{l_ours:.2f} | PixArt + QK-RMSNorm: {r_peer:.0f} img/s, {l_peer:.2f} s | "
+                        f"{r_ours / r_peer:.2f}x |")
+            print(rows[-1], flush=True)
     unet_rows = []
     three_level = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))

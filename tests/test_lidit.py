@@ -224,3 +224,13 @@ def test_flow_shift_moves_training_towards_noise():
     assert abs(shifted.median().item() - 0.75) < 0.02  # 3 * 0.5 / (1 + 2 * 0.5)
     assert (shifted > 0.9).float().mean() > 5 * (plain > 0.9).float().mean()
     assert torch.all((shifted > 0) & (shifted < 1))
+
+
+def test_fused_self_attention_projection_equals_separate_projections():
+    from llmdiff.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn, x = MultiHeadAttention(32, 4), torch.randn(2, 5, 32)
+    fused = attn(x)  # self-attention: one matmul for q, k, v
+    separate = attn(x, context=x.clone())  # the cross-attention path with the same tokens
+    torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-5)

@@ -50,8 +50,13 @@ class MultiHeadAttention(nn.Module):
         b, n, d = x.shape
         context = x if context is None else context
         # QK-RMSNorm before the heads are moved to dim 1, while the tensors are still contiguous (~2x cheaper)
-        q = self.q_norm(self.q(x).view(b, n, self.heads, -1)).transpose(1, 2)  # (B, H, N, d_h)
-        kv = self.kv(context).view(b, context.shape[1], 2, self.heads, -1)  # (B, M, 2, H, d_h)
+        if context is x:  # self-attention: one matmul for q, k and v (the weights stay two modules)
+            qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
+            q, kv = qkv.split([d, 2 * d], -1)
+        else:
+            q, kv = self.q(x), self.kv(context)
+        q = self.q_norm(q.view(b, n, self.heads, -1)).transpose(1, 2)  # (B, H, N, d_h)
+        kv = kv.view(b, context.shape[1], 2, self.heads, -1)  # (B, M, 2, H, d_h)
         k, v = self.k_norm(kv[:, :, 0]).transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, H, M, d_h)
         out = attention(q, k, v, key_mask, causal)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
