@@ -203,7 +203,7 @@ def test_feature_statistics_standardise_the_training_features_and_ignore_padding
     assert {"stats.mean", "stats.std"} <= set(state)  # saved with the weights
 
 
-def test_trainer_fits_feature_statistics_and_they_survive_save_and_load(tmp_path):
+def test_fitted_feature_statistics_survive_save_and_load(tmp_path):
     tokens = texts(n=None)
     model = tiny()
     before = model(torch.randn(3, 3, 16, 16), torch.tensor([1.0, 2.0, 3.0]), [tokens])
