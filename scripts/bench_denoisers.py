@@ -82,6 +82,12 @@ class PixArtPeer(torch.nn.Module):
         return self.net(x, encoder_hidden_states=t.features, encoder_attention_mask=t.mask.long(), timestep=timestep).sample
 
 
+def lidit_row(label, r_ours, l_ours, peer, r_peer, l_peer):
+    """One Markdown table row: ours (train img/s, sample s) against a peer, and the train-speed ratio."""
+    return (f"| {label} | {r_ours:.0f} | {l_ours:.2f} | {peer}: {r_peer:.0f} img/s, {l_peer:.2f} s | "
+            f"{r_ours / r_peer:.2f}x |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=20)
@@ -105,9 +111,8 @@ def main():
         l_ours, l_peer = sample_latency(ours.eval(), shape), sample_latency(peer.eval(), shape)
         raw[name] = dict(ours_params_m=n_ours, peer_params_m=n_peer, ours_train=r_ours, peer_train=r_peer,
                          ours_sample_s=l_ours, peer_sample_s=l_peer)
-        rows.append(f"| LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M | {r_ours:.0f} | "
-                    f"{l_ours:.2f} | PixArt {n_peer:.2f}M: {r_peer:.0f} img/s, {l_peer:.2f} s | "
-                    f"{r_ours / r_peer:.2f}x |")
+        label = f"LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M"
+        rows.append(lidit_row(label, r_ours, l_ours, f"PixArt {n_peer:.2f}M", r_peer, l_peer))
         print(rows[-1], flush=True)
         if over:  # the same DiT against a PixArt that also normalises q and k: the same work, block for block
             peer_qk = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads, qk_norm=True)
@@ -115,9 +120,7 @@ def main():
             l_peer = sample_latency(peer_qk.eval(), shape)
             raw[name + " vs PixArt + QK-RMSNorm"] = dict(ours_train=r_ours, peer_train=r_peer, ours_sample_s=l_ours,
                                                         peer_sample_s=l_peer)
-            rows.append(f"| LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M | {r_ours:.0f} | "
-                        f"{l_ours:.2f} | PixArt + QK-RMSNorm: {r_peer:.0f} img/s, {l_peer:.2f} s | "
-                        f"{r_ours / r_peer:.2f}x |")
+            rows.append(lidit_row(label, r_ours, l_ours, "PixArt + QK-RMSNorm", r_peer, l_peer))
             print(rows[-1], flush=True)
     unet_rows = []
     three_level = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

@@ -87,3 +87,15 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path):
         run_experiment(spec, runs=tmp_path / "runs", results=tmp_path / "results", seeds=[7])
     with pytest.raises(LLMDiffError, match="unknown variant"):
         run_experiment(spec, ["c"], runs=tmp_path / "runs", results=tmp_path / "results")
+    # an existing model for seed 0, the other seed trained from the variant's overrides
+    variants["c"] = {**variants["a"], "_model": {0: str(tmp_path / "runs" / "t" / "a" / "s0" / "model")}}
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
+                                         "seeded_variants": ["a", "c"], "suites": ["geneval"], "images_per_prompt": 1,
+                                         "variants": variants}))
+    report = run_experiment(load_spec(spec_path), ["c"], runs=tmp_path / "runs", results=tmp_path / "results",
+                            progress=False)
+    c = report["variants"]["c"]
+    assert c["_seeds"] == 2 and c["_train_minutes"]["n"] == 1  # seed 0 evaluated as is, seed 1 trained
+    runs_c = tmp_path / "runs" / "t" / "c"
+    assert (runs_c / "s1" / "model").is_dir() and not (runs_c / "s0" / "model").exists()
+    assert c["geneval/overall"]["values"][0] == report["variants"]["a"]["geneval/overall"]["values"][0]

@@ -218,3 +218,20 @@ def test_base_unet_then_adapter_through_the_same_trainer(tmp_path):
     images = pipe("a red circle", num_images_per_prompt=2, num_inference_steps=2,
                   generator=torch.Generator().manual_seed(0)).images
     assert len(images) == 2 and images[0].size == (32, 32)
+
+
+def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture(trained):
+    from safetensors.torch import load_file
+
+    from llmdiff.denoisers import build_denoiser
+
+    cfg = tiny_cfg(f"model.init={trained}")
+    saved = load_file(trained / "diffusion_pytorch_model.safetensors")
+    dims = json.loads((trained / "config.json").read_text())["text_dims"]
+    model = build_denoiser(cfg, dims, [1])
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    fresh = build_denoiser(tiny_cfg(), dims, [1])
+    assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
+    wider = tiny_cfg(f"model.init={trained}", "model.overrides={hidden_size: 64, depth: 1, heads: 2, patch_size: 4}")
+    with pytest.raises(LLMDiffError, match="does not fit this config's model"):
+        build_denoiser(wider, dims, [1])

@@ -52,6 +52,7 @@ class ModelConfig:
     overrides: dict = field(default_factory=dict)  # preset fields to change, e.g. {depth: 6}
     base: str | None = None  # unet_adapter: the frozen base model folder
     autoencoder: str | None = None  # latent diffusion: a trained autoencoder folder (None: pixel space)
+    init: str | None = None  # start from this trained model folder's weights (same architecture): fine-tuning
 
 
 @dataclass(frozen=True)

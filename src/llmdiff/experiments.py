@@ -46,7 +46,7 @@ def load_spec(path: Path | str) -> ExperimentSpec:
     return from_dict(ExperimentSpec, yaml.safe_load(path.read_text()) or {})
 
 
-MODEL_KEY = "_model"  # a variant that only evaluates an existing model folder
+MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for every seed, or {seed: folder})
 
 
 def variant_config(spec: ExperimentSpec, variant: str, seed: int):
@@ -87,8 +87,11 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
             run_dir = runs / (spec.reuse or spec.name) / variant / f"s{seed}"
             cfg = variant_config(spec, variant, seed)
             t0 = time.perf_counter()
-            if MODEL_KEY in spec.variants[variant]:
-                model = Path(spec.variants[variant][MODEL_KEY])
+            shipped = spec.variants[variant].get(MODEL_KEY)
+            if isinstance(shipped, dict):  # {seed: folder}: the other seeds are trained from the variant's config
+                shipped = shipped.get(seed)
+            if shipped:
+                model = Path(shipped)
             elif (run_dir / "model" / "config.json").is_file():
                 model = run_dir / "model"
             else:
@@ -100,7 +103,8 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
             if (model / "llmdiff.json").is_file():  # a shipped model records how long it trained
                 steps = json.loads((model / "llmdiff.json").read_text()).get("steps", steps)
             atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
-                                                "train_minutes": round(minutes, 1), "summaries": summaries}) + "\n")
+                                                "train_minutes": None if shipped else round(minutes, 1),
+                                                "summaries": summaries}) + "\n")
     return write_report(spec, out)
 
 
@@ -145,7 +149,9 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
             continue
         metrics = [_metrics(r["summaries"]) for r in runs]
         table[variant] = {k: _stat([m[k] for m in metrics]) for k in metrics[0]}
-        table[variant]["_train_minutes"] = _stat([r["train_minutes"] for r in runs])
+        table[variant]["_seeds"] = len(runs)
+        trained = [r["train_minutes"] for r in runs if r["train_minutes"] is not None]  # None: an existing model
+        table[variant]["_train_minutes"] = _stat(trained) if trained else None
         table[variant]["_steps"] = _stat([r.get("steps", spec.steps) for r in runs])
     report = {"experiment": spec.name, "description": spec.description, "steps": spec.steps, "seeds": list(spec.seeds),
               "suites": list(spec.suites), "images_per_prompt": spec.images_per_prompt, "variants": table,
@@ -174,9 +180,9 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
                         "position_bias/mean_pair_accuracy") if any(c in v for v in table.values())]
     lines += ["| variant | " + " | ".join(cols) + " | steps | train min | seeds |", "|---|" + "---:|" * (len(cols) + 3)]
     for variant, v in table.items():
-        minutes = "-" if MODEL_KEY in spec.variants[variant] else f"{v['_train_minutes']['mean']:.0f}"
+        minutes = "-" if v["_train_minutes"] is None else f"{v['_train_minutes']['mean']:.0f}"
         lines.append(f"| {variant} | " + " | ".join(_fmt(v.get(c)) for c in cols)
-                     + f" | {v['_steps']['mean']:.0f} | {minutes} | {v['_train_minutes']['n']} |")
+                     + f" | {v['_steps']['mean']:.0f} | {minutes} | {v['_seeds']} |")
     tasks = sorted({k.split("/")[1] for v in table.values() for k in v if k.startswith("geneval/")} - {"overall"})
     if tasks:
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]

@@ -9,7 +9,20 @@ KINDS = ("lidit", "unet", "unet_adapter")
 
 
 def build_denoiser(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int]):
-    """A fresh model for an experiment; the encoders it was trained with are recorded in its config."""
+    """The model an experiment trains (fresh, or ``model.init``'s weights); its encoders are recorded in its config."""
+    model = _build(cfg, text_dims, text_outputs)
+    if cfg.model.init:
+        init = load_denoiser(cfg.model.init)
+        try:
+            model.load_state_dict(init.state_dict())
+        except RuntimeError as e:
+            first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
+            raise LLMDiffError(f"model.init {cfg.model.init} does not fit this config's model ({first.strip()}); "
+                               "use the config it was trained with") from None
+    return model
+
+
+def _build(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int]):
     encoders = tuple(to_dict(e) for e in cfg.text.encoders)
     size, channels = denoised_shape(cfg)
     common = dict(sample_size=size, in_channels=channels, objective=cfg.train.objective, encoders=encoders)

@@ -71,7 +71,8 @@ class Trainer:
         from ..denoisers import build_denoiser
 
         model = build_denoiser(cfg, self.data.text_dims, self.data.text_outputs)
-        if cfg.text.standardize and hasattr(model, "text"):  # a resumed run loads them with the weights
+        # a resumed run loads the statistics with the weights, a fine-tuned one keeps its init's
+        if cfg.text.standardize and hasattr(model, "text") and not cfg.model.init:
             model.text.fit_statistics(*self.data.feature_sample())
         self.codec = None
         if cfg.model.autoencoder:
