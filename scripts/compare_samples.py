@@ -8,24 +8,24 @@ Each argument is LABEL=FOLDER, a GenEval folder written by `llmdiff generate --p
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
+from llmdiff.evaluation.layout import read_layout
 from llmdiff.viz import image_grid
 
 
-def prompts_by_task(folder: Path, per_task: int) -> list[tuple[str, str]]:
-    """(prompt folder name, prompt) for the first `per_task` prompts of every task."""
-    chosen, counts = [], {}
-    for d in sorted((folder / "images").iterdir()):
-        meta = json.loads((d / "metadata.jsonl").read_text().splitlines()[0])
-        if counts.get(meta["tag"], 0) < per_task:
-            counts[meta["tag"]] = counts.get(meta["tag"], 0) + 1
-            chosen.append((d.name, meta["prompt"]))
-    return chosen
+def first_images(folder: Path) -> dict[int, tuple[dict, object]]:
+    """prompt index -> (metadata entry, first image) of a GenEval folder."""
+    try:
+        layout = read_layout(folder / "images")
+    except FileNotFoundError as e:
+        raise SystemExit(f"{e}; pass the geneval folder of an evaluated run") from None
+    if layout.errors:
+        raise SystemExit(f"{folder}: {layout.errors[0]['path']}: {layout.errors[0]['error']}")
+    out = {}
+    for sample in layout.samples:  # samples come in prompt order, 0000.png first
+        out.setdefault(sample.prompt_index, (sample.entry, sample.image))
+    return out
 
 
 def main():
@@ -35,16 +35,14 @@ def main():
     p.add_argument("--per-task", type=int, default=2)
     p.add_argument("--title")
     a = p.parse_args()
-    models = [m.split("=", 1) for m in a.models]
-    for label, folder in models:
-        if not (Path(folder) / "images").is_dir():
-            raise SystemExit(f"{folder} has no images/ folder; pass the geneval folder of an evaluated run")
-    chosen = prompts_by_task(Path(models[0][1]), a.per_task)
-    images, captions = [], []
-    for label, folder in models:
-        for name, prompt in chosen:
-            images.append(np.asarray(Image.open(Path(folder) / "images" / name / "samples" / "0000.png").convert("RGB")))
-            captions.append(f"[{label}] {prompt}")
+    models = [(label, first_images(Path(folder))) for label, folder in (m.split("=", 1) for m in a.models)]
+    chosen, counts = [], {}  # the first `per_task` prompts of every task, from the first model's folder
+    for index, (entry, _) in models[0][1].items():
+        if counts.get(entry["tag"], 0) < a.per_task:
+            counts[entry["tag"]] = counts.get(entry["tag"], 0) + 1
+            chosen.append(index)
+    images = [samples[i][1] for _, samples in models for i in chosen]
+    captions = [f"[{label}] {samples[i][0]['prompt']}" for label, samples in models for i in chosen]
     print(image_grid(images, captions, a.out, cols=len(chosen), title=a.title, wrap=30))
 
 
