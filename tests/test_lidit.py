@@ -89,6 +89,23 @@ def test_instruction_tokens_are_dropped_after_the_refiners():
     assert mask.sum(1).tolist() == [5, 2, 0]
 
 
+@pytest.mark.parametrize("n_llms", [1, 2])
+def test_inference_skips_empty_prompts_and_gives_the_same_tokens(n_llms):
+    torch.manual_seed(0)
+    c = TextConditioner([24, 40][:n_llms], [1] * n_llms, 32, 4)
+    for p in c.parameters():  # non-zero modulation: the refiners are not the identity
+        torch.nn.init.normal_(p, std=0.2)
+    ts = [texts(dim=24), texts(length=5, dim=40, seed=1)][:n_llms]  # rows: full, partial, empty
+    step = torch.tensor([100.0, 300.0, 700.0])
+    seen = []
+    c.refiners[0].register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    full_tokens, full_mask = c.train()(ts, step)  # training computes every row
+    tokens, mask = c.eval()(ts, step)
+    assert seen == [3, 2]  # the empty third row never reached the refiner at inference
+    torch.testing.assert_close(tokens, full_tokens)
+    assert torch.equal(mask, full_mask) and (tokens[2] == 0).all()
+
+
 def test_layer_mix_and_blockwise_connectors():
     mix = LayerMix(24, 32, n_layers=3)
     assert torch.allclose(mix.weights, torch.full((3,), 1 / 3))

@@ -56,6 +56,19 @@ class TextConditioner(nn.Module):
 
     def forward(self, texts: list[TextInput], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, L, dim) and mask (B, L) for the denoiser's cross-attention."""
+        active = torch.stack([text.mask.any(-1) for text in texts]).any(0)  # (B,) rows with any text
+        if not self.training and active.any() and not active.all():
+            # An empty prompt's tokens are all zero and masked (every stage multiplies by the mask), so
+            # at inference only the other rows are computed: the unconditional half of guidance is free.
+            tokens, mask = self._forward([text.select(active) for text in texts], t[active])
+            out = tokens.new_zeros(len(active), *tokens.shape[1:])
+            out[active] = tokens
+            full_mask = mask.new_zeros(len(active), mask.shape[1])
+            full_mask[active] = mask
+            return out, full_mask
+        return self._forward(texts, t)
+
+    def _forward(self, texts: list[TextInput], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xs, masks = [], []
         for k, text in enumerate(texts):
             x = self.connectors[k](text.features) * text.mask[..., None]  # (B, L_k, dim)
