@@ -3,8 +3,9 @@
     python scripts/bench_denoisers.py [--seconds 20]
 
 * LI-DiT presets (pixel and latent) vs diffusers' PixArtTransformer2DModel of the same width,
-  depth, heads and patch size on the same input (a peer DiT with cross-attention): train
-  images/s and sampling latency (batch 16, 25 steps, classifier-free guidance).
+  heads and patch size on the same input (a peer DiT with cross-attention), once at the same depth
+  and once at the same parameter count: train images/s and sampling latency (batch 16, 25 steps,
+  classifier-free guidance).
 * U-Net layouts (diffusers UNet2DConditionModel with SD-1.5 block types) at CPU widths.
 
 Writes docs/benchmarks/denoisers.{md,json}. Timings swing with other load: compare ratios (ours and
@@ -82,6 +83,10 @@ class PixArtPeer(torch.nn.Module):
         return self.net(x, encoder_hidden_states=t.features, encoder_attention_mask=t.mask.long(), timestep=timestep).sample
 
 
+def n_params(model) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
 def lidit_row(label, r_ours, l_ours, peer, r_peer, l_peer):
     """One Markdown table row: ours (train img/s, sample s) against a peer, and the train-speed ratio."""
     return (f"| {label} | {r_ours:.0f} | {l_ours:.2f} | {peer}: {r_peer:.0f} img/s, {l_peer:.2f} s | "
@@ -96,31 +101,36 @@ def main():
     rows, raw = [], {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     # The presets carry a 2-block token refiner over the text and a pooled-text modulation that a PixArt
-    # block does not have; the "DiT only" rows drop both, so the two run the same work.
+    # block does not have. Two fair peers for a full preset: the same width and depth (the peer does less
+    # work), and the same parameter count (the deepest PixArt no larger than ours). The "DiT only" rows
+    # drop refiner and pooled text, and also meet a PixArt with QK-RMSNorm: the same work, block for block.
     dit_only = {"refiner_depth": 0, "pooled_text": False}
     for name, size, ch, over in (("tiny", 32, 3, {}), ("tiny-latent", 8, 6, {}), ("tiny-latent", 8, 6, dit_only),
                                  ("small-latent", 8, 6, {}), ("small-latent", 8, 6, dit_only)):
         ours = build_lidit(name, over, sample_size=size, in_channels=ch, text_dims=(TEXT_DIM,))
         name = name + (", DiT only" if over else " + refiner")
         cfg = ours.config
-        peer = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads)
-        n_ours = sum(p.numel() for p in ours.parameters()) / 1e6
-        n_peer = sum(p.numel() for p in peer.parameters()) / 1e6
+        n_ours = n_params(ours)
+        peers = {"PixArt": PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads)}
+        if over:
+            peers["PixArt + QK-RMSNorm"] = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads,
+                                                      qk_norm=True)
+        else:
+            depth = cfg.depth
+            while n_params(PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, depth + 1, cfg.heads)) <= n_ours:
+                depth += 1
+            peers[f"PixArt depth {depth} (parameter-matched)"] = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size,
+                                                                            depth, cfg.heads)
         shape = (ch, size, size)
-        r_ours, r_peer = train_rates([ours, peer], shape, a.seconds)
-        l_ours, l_peer = sample_latency(ours.eval(), shape), sample_latency(peer.eval(), shape)
-        raw[name] = dict(ours_params_m=n_ours, peer_params_m=n_peer, ours_train=r_ours, peer_train=r_peer,
-                         ours_sample_s=l_ours, peer_sample_s=l_peer)
+        l_ours = sample_latency(ours.eval(), shape)
         label = f"LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M"
-        rows.append(lidit_row(label, r_ours, l_ours, f"PixArt {n_peer:.2f}M", r_peer, l_peer))
-        print(rows[-1], flush=True)
-        if over:  # the same DiT against a PixArt that also normalises q and k: the same work, block for block
-            peer_qk = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads, qk_norm=True)
-            r_ours, r_peer = train_rates([ours, peer_qk], shape, a.seconds)
-            l_peer = sample_latency(peer_qk.eval(), shape)
-            raw[name + " vs PixArt + QK-RMSNorm"] = dict(ours_train=r_ours, peer_train=r_peer, ours_sample_s=l_ours,
-                                                        peer_sample_s=l_peer)
-            rows.append(lidit_row(label, r_ours, l_ours, "PixArt + QK-RMSNorm", r_peer, l_peer))
+        for peer_name, peer in peers.items():
+            r_ours, r_peer = train_rates([ours.train(), peer], shape, a.seconds)
+            l_peer = sample_latency(peer.eval(), shape)
+            n_peer = n_params(peer)
+            raw[f"{name} vs {peer_name}"] = dict(ours_params_m=n_ours, peer_params_m=n_peer, ours_train=r_ours,
+                                                peer_train=r_peer, ours_sample_s=l_ours, peer_sample_s=l_peer)
+            rows.append(lidit_row(label, r_ours, l_ours, f"{peer_name} {n_peer:.2f}M", r_peer, l_peer))
             print(rows[-1], flush=True)
     unet_rows = []
     three_level = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -132,7 +142,7 @@ def main():
             ("(64, 128, 128), attention at 16 and 8 px, pixel 32", "tiny",
              {"block_out_channels": (64, 128, 128), **three_level}, 32, 3)):
         unet = build_unet(preset, over, sample_size=size, in_channels=ch, text_dims=(TEXT_DIM,))
-        n = sum(p.numel() for p in unet.parameters()) / 1e6
+        n = n_params(unet)
         r = train_rate(unet, (ch, size, size), a.seconds)
         raw[f"unet {label}"] = dict(params_m=n, train=r)
         unet_rows.append(f"| U-Net {label} | {n:.2f}M | {r:.0f} |")
@@ -143,7 +153,7 @@ def main():
           "Train: images/s at batch 64 with a 24-token text of width 576. Sample: seconds for 16 images, 25 steps,",
           "classifier-free guidance (32 forward passes of 16 images per step). Reproduce: "
           "`python scripts/bench_denoisers.py`.", "",
-          "| model | params | train img/s | sample s | peer (same width, depth, heads, patch) | ours / peer train |",
+          "| model | params | train img/s | sample s | peer (same width, heads, patch) | ours / peer train |",
           "|---|---:|---:|---:|---|---:|", *rows, "", "| U-Net | params | train img/s |", "|---|---:|---:|", *unet_rows]
     (out / "denoisers.md").write_text("\n".join(md) + "\n")
     (out / "denoisers.json").write_text(json.dumps(raw, indent=2) + "\n")
