@@ -116,11 +116,13 @@ def main():
             peers["PixArt + QK-RMSNorm"] = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.heads,
                                                       qk_norm=True)
         else:
-            depth = cfg.depth
-            while n_params(PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, depth + 1, cfg.heads)) <= n_ours:
-                depth += 1
-            peers[f"PixArt depth {depth} (parameter-matched)"] = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size,
-                                                                            depth, cfg.heads)
+            depth, matched = cfg.depth, peers["PixArt"]
+            while True:  # deepen until the next depth would have more parameters than ours
+                deeper = PixArtPeer(size, ch, cfg.patch_size, cfg.hidden_size, depth + 1, cfg.heads)
+                if n_params(deeper) > n_ours:
+                    break
+                depth, matched = depth + 1, deeper
+            peers[f"PixArt depth {depth} (parameter-matched)"] = matched
         shape = (ch, size, size)
         l_ours = sample_latency(ours.eval(), shape)
         label = f"LI-DiT {name} ({size}x{size}x{ch}, patch {cfg.patch_size}) | {n_ours:.2f}M"

@@ -60,6 +60,7 @@ class TextConditioner(nn.Module):
         if not self.training and active.any() and not active.all():
             # An empty prompt's tokens are all zero and masked (every stage multiplies by the mask), so
             # at inference only the other rows are computed: the unconditional half of guidance is free.
+            # Training keeps every row, so its random draws (block-wise noise) and results stay as they were.
             tokens, mask = self._forward([text.select(active) for text in texts], t[active])
             out = tokens.new_zeros(len(active), *tokens.shape[1:])
             out[active] = tokens
