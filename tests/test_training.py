@@ -235,3 +235,61 @@ def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture
     wider = tiny_cfg(f"model.init={trained}", "model.overrides={hidden_size: 64, depth: 1, heads: 2, patch_size: 4}")
     with pytest.raises(LLMDiffError, match="does not fit this config's model"):
         build_denoiser(wider, dims, [1])
+
+
+def test_probe_reports_every_word_kind_level_and_attention_layer(trained, tmp_path):
+    from llmdiff.evaluation.probe import DEFAULT_PAIRS, NOISE_LEVELS, summarize, text_sensitivity, write_probe
+
+    pipe = LLMDiffPipeline.from_model_dir(trained)
+    pairs = [p for p in DEFAULT_PAIRS if p[0] in ("colour", "relation")][:2]
+    result = text_sensitivity(pipe, pairs, n_images=2)
+    n_cross = sum(1 for name, _ in pipe.denoiser.named_modules() if name.endswith("cross_attn"))
+    tok = pipe.load_encoders()[0].tokenizer
+    for (kind, a, b), row in zip(pairs, result["pairs"]):
+        ids = tok(a, add_special_tokens=False)["input_ids"]
+        other = tok(b, add_special_tokens=False)["input_ids"]
+        first = next(k for k, (x, y) in enumerate(zip(ids, other)) if x != y)
+        assert row["token"] == 1 + first  # the null token comes first; the instruction is dropped
+        assert set(row["levels"]) == set(NOISE_LEVELS)
+        for m in row["levels"].values():
+            assert m["change"] > 0 and m["text_effect"] > 0
+            assert len(m["attention"]) == n_cross and all(0 <= v <= 1 for v in m["attention"].values())
+    out = write_probe({"tiny": result}, tmp_path / "probe")
+    assert {"probe.md", "probe.json", "probe.png"} <= {p.name for p in out.iterdir()}
+    assert set(summarize(result)) == {"colour"}
+
+
+def test_probe_attention_is_a_distribution_over_the_valid_text_tokens():
+    """Per text token, mean over heads and image positions; masked tokens get nothing; for diffusers'
+    Attention the same as its own get_attention_scores."""
+    from diffusers.models.attention_processor import Attention
+
+    from llmdiff.evaluation.probe import _AttentionRecorder
+    from llmdiff.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 4, 16)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cross_attn = MultiHeadAttention(16, 2)
+            self.attn2 = Attention(16, cross_attention_dim=16, heads=2, dim_head=8)
+
+    h = Holder()
+    rec = _AttentionRecorder(h)
+    out = h.cross_attn(x, context=ctx, key_mask=mask)
+    probs = rec.pop()["cross_attn"]  # (B, M): mass per text token, mean over heads and queries
+    assert torch.allclose(probs.sum(-1), torch.ones(2)) and (probs[1, 2:] == 0).all()
+    bias = (1 - mask.float())[:, None] * -10000.0
+    h.attn2(x, encoder_hidden_states=ctx, attention_mask=bias)
+    p2 = rec.pop()["attn2"]
+    assert torch.allclose(p2.sum(-1), torch.ones(2)) and (p2[1, 2:] < 1e-6).all()
+    a = h.attn2
+    ref = a.get_attention_scores(a.head_to_batch_dim(a.to_q(x)), a.head_to_batch_dim(a.to_k(ctx)),
+                                 a.prepare_attention_mask(bias, 4, 2))  # (B * heads, N, M)
+    torch.testing.assert_close(p2, ref.view(2, 2, 5, 4).mean((1, 2)), rtol=1e-5, atol=1e-6)
+    rec.remove()
+    h.cross_attn(x, context=ctx, key_mask=mask)
+    assert rec.pop() == {} and out.shape == x.shape

@@ -5,6 +5,7 @@
     llmdiff train CONFIG.yaml [k=v ...]  train a denoiser (LI-DiT, U-Net, U-Net + LLMDiff adapter)
     llmdiff generate "PROMPT" --out x.png    images from a trained model (or --prompts SUITE --out DIR)
     llmdiff eval --images DIR            score a GenEval-layout folder (or --validate the evaluator)
+    llmdiff probe MODEL [MODEL ...]      which prompt words a trained model reads, at which noise level
     llmdiff experiment SPEC.yaml         train and compare variants (the papers' ablations)
     llmdiff autoencoder --out DIR        train the small autoencoder for latent diffusion
     llmdiff demo                         the main job on the embedded default
@@ -340,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--validate", action="store_true", help="validate the evaluator on true and contradicting renders")
     e.add_argument("--images-per-prompt", type=int, default=4, help="with --validate (default 4)")
 
+    pb = sub.add_parser("probe", help="text-sensitivity probe: how much one changed word (colour, shape, count, "
+                        "relation) moves each model's prediction, and the attention on it, at high/middle/low noise")
+    pb.add_argument("models", nargs="+", help="trained model folders, e.g. models/shapes-lidit models/shapes-unet-base")
+    pb.add_argument("--out", default="outputs/probe", help="report folder: probe.md, probe.json, probe.png "
+                    "(default outputs/probe)")
+    pb.add_argument("--images", type=int, default=4, help="images per prompt pair (default 4)")
+    pb.add_argument("--seed", type=int, default=0)
+
     d = sub.add_parser("demo", help="the main job: the shipped model on held-out prompts, a grid and scores")
     d.add_argument("--out", default="outputs/demo", help="where the grid and the report go (default outputs/demo)")
     d.add_argument("--model", help="model folder (default: the shipped models/shapes-lidit)")
@@ -347,6 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--full", action="store_true", help="the whole geneval suite (164 prompts) instead of 12")
     return p
+
+
+@command("probe")
+def _probe(args) -> None:
+    from .evaluation.probe import probe_models
+
+    if args.images < 1:
+        raise LLMDiffError(f"--images must be at least 1, got {args.images}")
+    out = probe_models(args.models, args.out, args.images, args.seed)
+    print((out / "probe.md").read_text())
+    print(f"wrote {out / 'probe.md'}, probe.json and probe.png")
 
 
 def main(argv: list[str] | None = None) -> int:

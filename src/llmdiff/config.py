@@ -61,6 +61,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (0.95 reacts faster to changing gradient scales)
     warmup: int = 200
     schedule: str = "cosine"  # "cosine" or "constant" after warmup
     grad_clip: float = 1.0

@@ -68,6 +68,28 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
 
 
+class MixFFN(nn.Module):
+    """Feed-forward with a depthwise 3x3 convolution over the token grid between its two linears
+    (Sana's Mix-FFN, simplified to GELU): every block sees its neighbours, so tokens know where they are.
+
+    x (B, H*W, D) with the grid size ``hw`` = (H, W).
+    """
+
+    def __init__(self, dim: int, ratio: float = 4.0):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        b, n, _ = x.shape
+        h = self.fc1(x)
+        grid = h.transpose(1, 2).reshape(b, -1, *hw)
+        h = h + self.dwconv(grid).flatten(2).transpose(1, 2)
+        return self.fc2(F.gelu(h, approximate="tanh"))
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x (B, N, D) with per-sample shift/scale (B, D)."""
     return x * (1 + scale[:, None]) + shift[:, None]

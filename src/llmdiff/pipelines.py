@@ -99,12 +99,13 @@ class LLMDiffPipeline(DiffusionPipeline):
         return out
 
     def sample_images(self, texts: list[TextInput], steps: int, guidance_scale: float, generator=None,
-                      noise: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
-        """Images in [-1, 1] (B, 3, H, W): denoise, then decode latents if the model works in latent space."""
+                      noise: torch.Tensor | None = None, progress: bool = False, decode: bool = True) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, H, W): denoise, then decode latents if the model works in latent space
+        (``decode=False``: what the denoiser produced, latents for a latent model)."""
         size = self.denoiser.config.sample_size
         x = sample(self.denoiser, texts, self.scheduler, steps, guidance_scale, generator,
                    (self.denoiser.config.in_channels, size, size), progress, noise)
-        return self.codec.decode(x) if self.codec is not None else x
+        return self.codec.decode(x) if self.codec is not None and decode else x
 
     def noise(self, seeds: list[int]) -> torch.Tensor:
         """Starting noise, one image per seed: the same seed gives the same image in any batch."""

@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..connectors.conditioner import TextConditioner, TextInput
-from ..layers import FeedForward, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate
+from ..layers import FeedForward, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate
 
 # Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
 PRESETS: dict[str, dict] = {
@@ -28,6 +28,10 @@ PRESETS: dict[str, dict] = {
     "tiny-latent": dict(hidden_size=128, depth=4, heads=4, patch_size=1),  # 8x8x4 autoencoder latents
     "small-latent": dict(hidden_size=192, depth=6, heads=6, patch_size=1),
     "small": dict(hidden_size=192, depth=6, heads=6, patch_size=4),  # ~4M
+    # pixels, patch 2 (16x16 tokens) in an hourglass: 64-wide blocks at 16x16 around 192-wide ones at 8x8,
+    # Mix-FFN and U-ViT long skips; about the cost per image of "small"
+    "hourglass": dict(hidden_size=192, depth=4, heads=6, patch_size=2, outer_depth=2, outer_width=64,
+                      ffn="mixffn", long_skips=True, pos_embed="conv+sincos", out_conv=True),
     "base": dict(hidden_size=384, depth=12, heads=6, patch_size=2),  # DiT-S-like, ~30M
     "1b": dict(hidden_size=1536, depth=28, heads=24, patch_size=2),  # the paper's LI-DiT-1B scale
 }
@@ -46,26 +50,41 @@ def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 
 
 class LIDiTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, ffn: str = "mlp", context_dim: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.self_attn = MultiHeadAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.cross_attn = MultiHeadAttention(dim, heads)
+        self.cross_attn = MultiHeadAttention(dim, heads, context_dim=context_dim)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.ffn = FeedForward(dim, mlp_ratio)
+        self.ffn = MixFFN(dim, mlp_ratio) if ffn == "mixffn" else FeedForward(dim, mlp_ratio)
         # adaLN-single (PixArt-alpha): a per-block table added to the shared timestep modulation
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / math.sqrt(dim))
 
-    def forward(self, x, t_mod, context, context_mask):
+    def forward(self, x, t_mod, context, context_mask, hw: tuple[int, int]):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table[None] + t_mod).unbind(1)
         # 1. Self attention
         x = x + gate_msa[:, None] * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa))
         # 2. Cross attention to the text tokens (masked)
         x = x + self.cross_attn(self.norm2(x), context=context, key_mask=context_mask)
         # 3. Feed-forward
-        x = x + gate_mlp[:, None] * self.ffn(modulate(self.norm3(x), shift_mlp, scale_mlp))
+        h = modulate(self.norm3(x), shift_mlp, scale_mlp)
+        x = x + gate_mlp[:, None] * (self.ffn(h, hw) if isinstance(self.ffn, MixFFN) else self.ffn(h))
         return x
+
+
+def run_blocks(blocks: nn.ModuleList, skips: nn.ModuleList | None, x, t_mod, context, context_mask, hw):
+    """Blocks in order; with ``skips``, U-ViT long skips (Bao et al., CVPR 2023): the output of block i of
+    the first half is concatenated to the input of block depth-1-i of the second half, and a linear
+    layer maps the pair back to the width."""
+    half, stack = (len(skips) if skips is not None else 0), []
+    for i, block in enumerate(blocks):
+        if i >= len(blocks) - half:
+            x = skips[len(blocks) - 1 - i](torch.cat([x, stack.pop()], -1))
+        x = block(x, t_mod, context, context_mask, hw)
+        if i < half:
+            stack.append(x)
+    return x
 
 
 class LIDiT(ModelMixin, ConfigMixin):
@@ -92,23 +111,45 @@ class LIDiT(ModelMixin, ConfigMixin):
         objective: str = "flow",
         encoders: tuple = (),  # the EncoderConfig dicts the features came from (checked at generation)
         pooled_text: bool = True,  # add the mean text token to the timestep embedding (as SD3 adds pooled CLIP)
+        ffn: str = "mlp",  # "mlp" or "mixffn" (a depthwise 3x3 conv inside every feed-forward, Sana)
+        long_skips: bool = False,  # U-ViT long skips between the first and second half of the blocks
+        outer_depth: int = 0,  # hourglass (Crowson et al. 2024): blocks at the patch grid around the main ones
+        outer_width: int = 64,  # width of the outer (full-resolution) blocks
     ):
         super().__init__()
         if sample_size % patch_size:
             raise ValueError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
+        if ffn not in ("mlp", "mixffn"):
+            raise ValueError(f"unknown ffn {ffn!r}; known: mlp, mixffn")
+        if outer_depth % 2 or outer_depth < 0:
+            raise ValueError(f"outer_depth must be even (half before, half after the inner blocks), got {outer_depth}")
+        if outer_depth and (sample_size // patch_size) % 2:
+            raise ValueError(f"an hourglass merges 2x2 tokens: the token grid {sample_size // patch_size} must be even")
         d = hidden_size
+        dw = outer_width if outer_depth else d  # width at the patch grid
         self.text = TextConditioner(list(text_dims), list(text_outputs), d, heads, connector, refiner_depth,
                                     refiner_causal, collaborative)
-        self.patch_embed = nn.Conv2d(in_channels, d, patch_size, stride=patch_size)
-        self.pos_conv = nn.Conv2d(d, d, 3, padding=1, groups=d)  # zero padding tells tokens where the border is
+        self.patch_embed = nn.Conv2d(in_channels, dw, patch_size, stride=patch_size)
+        self.pos_conv = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)  # zero padding tells tokens where the border is
         self.t_embed = TimestepEmbedder(d)
         self.pool_text = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d)) if pooled_text else None
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # always attendable: no NaN, a learnt "no text"
-        self.blocks = nn.ModuleList(LIDiTBlock(d, heads, mlp_ratio) for _ in range(depth))
-        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.out_table = nn.Parameter(torch.randn(2, d) / math.sqrt(d))
-        self.proj_out = nn.Linear(d, patch_size * patch_size * in_channels)
+        self.blocks = nn.ModuleList(LIDiTBlock(d, heads, mlp_ratio, ffn) for _ in range(depth))
+        self.skips = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(depth // 2)) if long_skips else None
+        if outer_depth:
+            # Hourglass (k-diffusion's image_transformer_v2): outer blocks at the patch grid, 2x2 tokens merged
+            # into one for the inner blocks, split back and joined with the outer skip by a learnt lerp.
+            oh = max(1, dw // 32)
+            self.outer_in = nn.ModuleList(LIDiTBlock(dw, oh, mlp_ratio, ffn, d) for _ in range(outer_depth // 2))
+            self.outer_out = nn.ModuleList(LIDiTBlock(dw, oh, mlp_ratio, ffn, d) for _ in range(outer_depth // 2))
+            self.merge = nn.Linear(4 * dw, d)
+            self.split = nn.Linear(d, 4 * dw)
+            self.skip_lerp = nn.Parameter(torch.full((dw,), 0.5))
+            self.outer_t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 8 * dw))  # 6 for the blocks, 2 for the output
+        self.norm_out = nn.LayerNorm(dw, elementwise_affine=False, eps=1e-6)
+        self.out_table = nn.Parameter(torch.randn(2, dw) / math.sqrt(dw))
+        self.proj_out = nn.Linear(dw, patch_size * patch_size * in_channels)
         self.smooth = nn.Conv2d(in_channels, in_channels, 3, padding=1) if out_conv else None
         self.initialize_weights()
 
@@ -130,7 +171,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
         # Zero-init: cross-attention outputs (PixArt), the output layer (DiT) and the smoothing conv,
         # so that training starts from a model that predicts 0 and ignores the text.
-        for block in self.blocks:
+        for block in [*self.blocks, *getattr(self, "outer_in", []), *getattr(self, "outer_out", [])]:
             nn.init.zeros_(block.cross_attn.out.weight)
             nn.init.zeros_(block.cross_attn.out.bias)
         nn.init.zeros_(self.proj_out.weight)
@@ -162,14 +203,38 @@ class LIDiT(ModelMixin, ConfigMixin):
         if self.pool_text is not None:  # a global text signal for every block's modulation
             t = t + self.pool_text(masked_mean(tokens, mask))
         t_mod = self.t_block(t).view(b, 6, -1)  # (B, 6, D)
-        for block in self.blocks:
-            x = block(x, t_mod, context, context_mask)
-        shift, scale = (self.out_table[None] + t[:, None]).unbind(1)
+        if self.config.outer_depth:
+            outer_mod = self.outer_t_block(t).view(b, 8, -1)
+            for block in self.outer_in:
+                x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))
+            skip = x
+            x = self.merge(_merge_2x2(x, gh, gw))
+            x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh // 2, gw // 2))
+            x = torch.lerp(skip, _split_2x2(self.split(x), gh, gw), self.skip_lerp)
+            for block in self.outer_out:
+                x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))
+            shift, scale = (self.out_table[None] + outer_mod[:, 6:]).unbind(1)
+        else:
+            x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh, gw))
+            shift, scale = (self.out_table[None] + t[:, None]).unbind(1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, N, p*p*C)
         x = x.view(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, gh * p, gw * p)  # unpatchify
         if self.smooth is not None:
             x = x + self.smooth(x)
         return x
+
+
+def _merge_2x2(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, h*w, D) -> (B, h/2*w/2, 4D): each 2x2 neighbourhood of tokens becomes one token."""
+    b, _, d = x.shape
+    return x.view(b, h // 2, 2, w // 2, 2, d).permute(0, 1, 3, 2, 4, 5).reshape(b, h * w // 4, 4 * d)
+
+
+def _split_2x2(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The inverse of `_merge_2x2`: (B, h/2*w/2, 4D) -> (B, h*w, D)."""
+    b, _, d4 = x.shape
+    d = d4 // 4
+    return x.view(b, h // 2, w // 2, 2, 2, d).permute(0, 1, 3, 2, 4, 5).reshape(b, h * w, d)
 
 
 def build_lidit(preset: str, overrides: dict | None = None, **kwargs) -> LIDiT:

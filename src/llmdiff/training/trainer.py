@@ -81,7 +81,8 @@ class Trainer:
             self.codec = LatentCodec(cfg.model.autoencoder, self.acc.device)
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.ema = {n: p.detach().clone() for n, p in self.trainable.items()}
-        self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                     betas=(0.9, cfg.train.adam_beta2))
         self.step, self.history = 0, []
         if resume:
             self._resume(model)
