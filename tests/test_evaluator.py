@@ -154,6 +154,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no GenEval-layout folders" in capsys.readouterr().err
 
 
+def test_cli_turns_broken_files_into_one_line_and_bugs_into_a_traceback_file(tmp_path, capsys, monkeypatch):
+    from llmdiff import cli
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{not json")
+    assert main(["probe", str(model), "--out", str(tmp_path / "p")]) == 2  # broken JSON: bad input, one line
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("llmdiff probe: error:")
+
+    def bug(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(cli.COMMANDS, "probe", bug)
+    assert main(["probe", "x"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unexpected error: ZeroDivisionError" in err
+    log = err.split("traceback in ")[1].split(";")[0]
+    assert "ZeroDivisionError" in open(log).read()
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug", "probe", "x"])
+
+
 def test_cli_shapes_gt_then_eval(tmp_path, capsys):
     out = tmp_path / "gt"
     assert main(["shapes", "gt", "--suite", "compbench", "--out", str(out), "--images-per-prompt", "1", "--corrupt"]) == 0

@@ -251,6 +251,7 @@ def _demo(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     shapes = sub.add_parser("shapes", help="the Shapes world: render scenes, write prompt suites, ground truth")
@@ -369,17 +370,37 @@ def _probe(args) -> None:
     print(f"wrote {out / 'probe.md'}, probe.json and probe.png")
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that bad input causes (a missing or unreadable file, broken JSON or weights, a bad image):
+    reported in one line. Anything else is a bug and gets a traceback file."""
+    from PIL import UnidentifiedImageError
+    from safetensors import SafetensorError
+
+    return (LLMDiffError, OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError, UnidentifiedImageError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     key = args.command + (f" {args.shapes_command}" if args.command == "shapes" else "")
     try:
         COMMANDS[key](args)
-    except (LLMDiffError, FileNotFoundError) as e:
-        print(f"llmdiff {key}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"llmdiff {key}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns errors into messages
+        if args.debug:
+            raise
+        if isinstance(e, _expected_errors()):
+            print(f"llmdiff {key}: error: {e}", file=sys.stderr)
+            return 2
+        import tempfile
+        import traceback
+
+        with tempfile.NamedTemporaryFile("w", prefix="llmdiff-error-", suffix=".txt", delete=False) as f:
+            traceback.print_exc(file=f)
+        print(f"llmdiff {key}: unexpected error: {type(e).__name__}: {e} (traceback in {f.name}; "
+              "rerun with --debug to see it)", file=sys.stderr)
+        return 1
     return 0
 
 
