@@ -99,3 +99,20 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path):
     runs_c = tmp_path / "runs" / "t" / "c"
     assert (runs_c / "s1" / "model").is_dir() and not (runs_c / "s0" / "model").exists()
     assert c["geneval/overall"]["values"][0] == report["variants"]["a"]["geneval/overall"]["values"][0]
+
+
+def test_experiment_overrides_apply_to_every_variant_and_variants_win(tmp_path):
+    import yaml
+
+    from llmdiff.experiments import variant_config
+
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    spec_path = tmp_path / "exp.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 40,
+                                         "overrides": {"train.warmup": 2, "train.lr": 0.001},
+                                         "variants": {"a": {}, "b": {"train.lr": 0.0005}}}))
+    spec = load_spec(spec_path)
+    a, b = variant_config(spec, "a", 0), variant_config(spec, "b", 0)
+    assert (a.train.warmup, a.train.lr, a.train.steps) == (2, 0.001, 40)
+    assert (b.train.warmup, b.train.lr) == (2, 0.0005)

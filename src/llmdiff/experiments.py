@@ -26,6 +26,7 @@ class ExperimentSpec:
     name: str
     base: str  # the base experiment config (YAML)
     variants: dict  # variant name -> {dotted.key: value}
+    overrides: dict = field(default_factory=dict)  # {dotted.key: value} for every variant (the budget's own settings)
     steps: int = 1500
     seeds: tuple[int, ...] = (0,)
     seeded_variants: tuple[str, ...] = ()  # variants trained with every seed (the key comparisons); others: seeds[0]
@@ -50,7 +51,8 @@ MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for e
 
 
 def variant_config(spec: ExperimentSpec, variant: str, seed: int):
-    overrides = [f"{k}={json.dumps(v)}" for k, v in spec.variants[variant].items() if k != MODEL_KEY]
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {**spec.overrides, **spec.variants[variant]}.items()
+                 if k != MODEL_KEY]
     # The seed changes initialisation, data order and noise; the caption set (and its cache) stays the same.
     overrides += [f"name={spec.name}-{variant}", f"train.steps={spec.steps}", f"train.seed={seed}",
                   "train.sample_every=0"]

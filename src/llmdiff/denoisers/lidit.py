@@ -204,13 +204,13 @@ class LIDiT(ModelMixin, ConfigMixin):
             t = t + self.pool_text(masked_mean(tokens, mask))
         t_mod = self.t_block(t).view(b, 6, -1)  # (B, 6, D)
         if self.config.outer_depth:
-            outer_mod = self.outer_t_block(t).view(b, 8, -1)
+            outer_mod = self.outer_t_block(t).view(b, 8, -1)  # (B, 8, D_outer): 6 for the blocks, 2 for the output
             for block in self.outer_in:
-                x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))
+                x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))  # (B, N, D_outer)
             skip = x
-            x = self.merge(_merge_2x2(x, gh, gw))
+            x = self.merge(_merge_2x2(x, gh, gw))  # (B, N / 4, D)
             x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh // 2, gw // 2))
-            x = torch.lerp(skip, _split_2x2(self.split(x), gh, gw), self.skip_lerp)
+            x = torch.lerp(skip, _split_2x2(self.split(x), gh, gw), self.skip_lerp)  # (B, N, D_outer)
             for block in self.outer_out:
                 x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))
             shift, scale = (self.out_table[None] + outer_mod[:, 6:]).unbind(1)
