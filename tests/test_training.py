@@ -89,7 +89,20 @@ def test_existing_run_needs_resume(tmp_path):
     with pytest.raises(LLMDiffError, match="--resume"):
         Trainer(tiny_cfg("train.steps=3"), tmp_path / "run", progress=False)
     with pytest.raises(LLMDiffError, match="another config"):
-        Trainer(tiny_cfg("train.steps=4"), tmp_path / "run", resume=True, progress=False)
+        Trainer(tiny_cfg("train.steps=3", "train.lr=0.01"), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(LLMDiffError, match="another config"):
+        Trainer(tiny_cfg("train.steps=2"), tmp_path / "run", resume=True, progress=False)
+
+
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg("train.steps=3"), run, progress=False)
+    trainer = Trainer(tiny_cfg("train.steps=5"), run, resume=True, progress=False)
+    assert trainer.step == 3
+    model = trainer.train()
+    assert [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
+    assert json.loads((model / "llmdiff.json").read_text())["steps"] == 5
+    assert load_config(run / "config.yaml").train.steps == 5
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -49,6 +49,16 @@ def lr_at(step: int, cfg) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _same_run(saved: ExperimentConfig, cfg: ExperimentConfig) -> bool:
+    """A resumed run keeps its config; only train.steps may grow (extending a run; the cosine schedule then
+    spans the new total, so the learning rate rises again from where the new schedule stands)."""
+    if cfg.train.steps < saved.train.steps:
+        return False
+    a, b = to_dict(saved), to_dict(cfg)
+    a["train"]["steps"] = b["train"]["steps"]
+    return a == b
+
+
 def _read_log(path: Path, before: int) -> list[dict]:
     if not path.is_file():
         return []
@@ -96,9 +106,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if cfg_path.is_file() and resume:
                 saved = load_config(cfg_path)
-                if to_dict(saved) != to_dict(self.cfg):
+                if not _same_run(saved, self.cfg):
                     raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
-                                       f"`llmdiff train {cfg_path} --resume` or use another --run-dir")
+                                       f"`llmdiff train {cfg_path} --resume` (a larger train.steps extends it) "
+                                       "or use another --run-dir")
             elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
                 raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
                                    "choose another --run-dir")
