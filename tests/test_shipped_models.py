@@ -23,7 +23,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 EASY = ("single_object", "colors")
 
 
-@pytest.mark.parametrize("name, floor", [("shapes-lidit", {"single_object": 0.3, "colors": 0.1}),
+@pytest.mark.parametrize("name, floor", [("shapes-lidit", {"single_object": 0.6, "colors": 0.6}),
                                          ("shapes-lidit-pixel", {"single_object": 0.2, "colors": 0.15}),
                                          ("shapes-unet-adapter", {"single_object": 0.5, "colors": 0.6})])
 def test_shipped_model_follows_easy_prompts(tmp_path, name, floor):
