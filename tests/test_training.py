@@ -31,6 +31,8 @@ def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
         load_config(None, ["train.stepz=3"])
     with pytest.raises(LLMDiffError, match=r"train\.steps: expected int"):
         load_config(None, ["train.steps=many"])
+    with pytest.raises(LLMDiffError, match=r"train\.adam_beta2 must be in \[0, 1\)"):
+        load_config(None, ["train.adam_beta2=1.0"])
     (tmp_path / "c.yaml").write_text("model:\n  kind: lidit\n  colour: red\n")
     with pytest.raises(LLMDiffError, match="unknown key model.colour"):
         load_config(tmp_path / "c.yaml")

@@ -76,6 +76,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads (0: leave as is)
 
+    def __post_init__(self):
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise LLMDiffError(f"train.adam_beta2 must be in [0, 1), got {self.adam_beta2}")
+
 
 @dataclass(frozen=True)
 class SampleConfig:
