@@ -287,3 +287,17 @@ def test_fused_self_attention_projection_equals_separate_projections():
     fused = attn(x)  # self-attention: one matmul for q, k, v
     separate = attn(x, context=x.clone())  # the cross-attention path with the same tokens
     torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("objective, level", [("flow", torch.tensor([0.1, 0.5, 0.9])),
+                                              ("eps", torch.tensor([10, 500, 990])),
+                                              ("eps_sd", torch.tensor([10, 500, 990]))])
+def test_predicted_clean_inverts_add_noise_given_the_true_target(objective, level):
+    from llmdiff.diffusion import add_noise, predicted_clean
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    x_t, timestep = add_noise(objective, x0, noise, level)
+    assert timestep.shape == (3,) and 0 <= timestep.min() and timestep.max() <= 1000
+    target = noise - x0 if objective == "flow" else noise
+    torch.testing.assert_close(predicted_clean(objective, x_t, target, level), x0, rtol=1e-4, atol=1e-4)

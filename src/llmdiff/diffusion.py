@@ -14,6 +14,8 @@ Model timesteps are on [0, 1000] for both. Classifier-free guidance uses the emp
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .connectors.conditioner import TextInput
@@ -39,20 +41,35 @@ def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: st
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     if objective == "flow":
-        s = flow_noise_levels(b, generator, flow_shift).to(x0.device)
-        x_t = (1 - s)[:, None, None, None] * x0 + s[:, None, None, None] * noise
+        level = flow_noise_levels(b, generator, flow_shift).to(x0.device)
         target = noise - x0
-        timestep = s * 1000
     elif objective in ("eps", "eps_sd"):
-        alphas_cumprod = _alphas_cumprod(objective).to(x0.device)
-        t = torch.randint(0, 1000, (b,), generator=generator).to(x0.device)
-        ab = alphas_cumprod[t][:, None, None, None]
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        level = torch.randint(0, 1000, (b,), generator=generator).to(x0.device)
         target = noise
-        timestep = t.float()
     else:
         raise LLMDiffError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    x_t, timestep = add_noise(objective, x0, noise, level)
     return torch.nn.functional.mse_loss(model(x_t, timestep, texts), target)
+
+
+def add_noise(objective: str, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor):
+    """x_t and the model timestep (B,) on [0, 1000] for clean images x0 at noise `level` (B,): for flow the
+    fraction of noise s in (0, 1), x_t = (1 - s) x0 + s eps; for eps integer DDPM timesteps t,
+    x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps."""
+    if objective == "flow":
+        s = level[:, None, None, None]
+        return (1 - s) * x0 + s * noise, level * 1000
+    ab = _alphas_cumprod(objective).to(x0.device)[level][:, None, None, None]
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise, level.float()
+
+
+def predicted_clean(objective: str, x_t: torch.Tensor, pred: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """The clean image a prediction implies at noise `level` (as in `add_noise`): flow x_t - s v, eps
+    (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)."""
+    if objective == "flow":
+        return x_t - level[:, None, None, None] * pred
+    ab = _alphas_cumprod(objective).to(x_t.device)[level][:, None, None, None]
+    return (x_t - (1 - ab).sqrt() * pred) / ab.sqrt()
 
 
 def flow_noise_levels(n: int, generator: torch.Generator | None = None, shift: float = 1.0) -> torch.Tensor:
@@ -63,6 +80,7 @@ def flow_noise_levels(n: int, generator: torch.Generator | None = None, shift: f
     return shift * s / (1 + (shift - 1) * s)
 
 
+@functools.lru_cache(maxsize=None)  # a fixed schedule: built once, not at every training step
 def _alphas_cumprod(objective: str) -> torch.Tensor:
     from diffusers import DDPMScheduler
 

@@ -54,7 +54,9 @@ def _differing_token(pipe, a: str, b: str) -> int:
     if hasattr(enc, "token_layout") and not enc.config.keep_instruction:
         lead = 0  # a causal LLM's features start at the prompt (the instruction is dropped)
     elif hasattr(enc, "token_layout"):
-        lead = enc.token_layout(a)[1].index(1) if 1 in enc.token_layout(a)[1] else 0
+        from ..encoders.llm import PROMPT
+
+        lead = enc.token_layout(a)[1].index(PROMPT)  # the kept instruction tokens come first
     else:
         from ..encoders.base import special_tokens_around
 
@@ -116,31 +118,21 @@ class _AttentionRecorder:
             h.remove()
 
 
-def _noised(objective: str, x0, noise, s: float):
+def _levels(objective: str, n: int) -> dict[str, torch.Tensor]:
+    """NOISE_LEVELS as `add_noise` levels for n images: s for flow, the DDPM timestep whose alpha_bar is 1 - s."""
     if objective == "flow":
-        return (1 - s) * x0 + s * noise, torch.full((x0.shape[0],), s * 1000)
+        return {name: torch.full((n,), s) for name, s in NOISE_LEVELS.items()}
     from ..diffusion import _alphas_cumprod
 
     ab = _alphas_cumprod(objective)
-    t = int((ab - (1 - s)).abs().argmin())  # the timestep whose alpha_bar is 1 - s
-    return ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise, torch.full((x0.shape[0],), float(t))
-
-
-def _clean(objective: str, x_t, pred, timestep):
-    if objective == "flow":
-        s = timestep[0] / 1000
-        return x_t - s * pred
-    from ..diffusion import _alphas_cumprod
-
-    ab = _alphas_cumprod(objective)[int(timestep[0])]
-    return (x_t - (1 - ab).sqrt() * pred) / ab.sqrt()
+    return {name: torch.full((n,), int((ab - (1 - s)).abs().argmin())) for name, s in NOISE_LEVELS.items()}
 
 
 @torch.no_grad()
 def text_sensitivity(pipe, pairs: list[tuple[str, str, str]] | None = None, n_images: int = 4,
                      seed: int = 0) -> dict:
     """The probe's measurements for one pipeline (see the module docstring)."""
-    from ..diffusion import empty_like
+    from ..diffusion import add_noise, empty_like, predicted_clean
 
     pairs = pairs or DEFAULT_PAIRS
     model = pipe.denoiser
@@ -159,15 +151,13 @@ def text_sensitivity(pipe, pairs: list[tuple[str, str, str]] | None = None, n_im
             gen = torch.Generator().manual_seed(seed)
             noise = torch.randn(x0.shape, generator=gen)
             row = {"kind": kind, "a": a, "b": b, "token": token, "levels": {}}
-            for level, s in NOISE_LEVELS.items():
-                x_t, t = _noised(objective, x0, noise, s)
-                preds = {}
+            for level, lv in _levels(objective, n_images).items():
+                x_t, t = add_noise(objective, x0, noise, lv)
+                preds, attns = {}, {}
                 for key, tt in (("a", ta), ("b", tb), ("empty", empty_like(ta))):
-                    preds[key] = decode(_clean(objective, x_t, model(x_t, t, tt), t)).clamp(-1, 1) / 2
-                    if key == "a":
-                        attn = rec.pop()
-                    else:
-                        rec.pop()
+                    preds[key] = decode(predicted_clean(objective, x_t, model(x_t, t, tt), lv)).clamp(-1, 1) / 2
+                    attns[key] = rec.pop()
+                attn = attns["a"]
                 change = (preds["a"] - preds["b"]).abs().mean().item()
                 effect = (preds["a"] - preds["empty"]).abs().mean().item()
                 n_tokens = int(ta[0].mask[0].sum()) + 1
