@@ -19,6 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..connectors.conditioner import TextConditioner, TextInput
+from ..errors import LLMDiffError
 from ..layers import FeedForward, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate
 
 # Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
@@ -118,13 +119,13 @@ class LIDiT(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if sample_size % patch_size:
-            raise ValueError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
+            raise LLMDiffError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         if ffn not in ("mlp", "mixffn"):
-            raise ValueError(f"unknown ffn {ffn!r}; known: mlp, mixffn")
+            raise LLMDiffError(f"unknown ffn {ffn!r}; known: mlp, mixffn")
         if outer_depth % 2 or outer_depth < 0:
-            raise ValueError(f"outer_depth must be even (half before, half after the inner blocks), got {outer_depth}")
+            raise LLMDiffError(f"outer_depth must be even (half before, half after the inner blocks), got {outer_depth}")
         if outer_depth and (sample_size // patch_size) % 2:
-            raise ValueError(f"an hourglass merges 2x2 tokens: the token grid {sample_size // patch_size} must be even")
+            raise LLMDiffError(f"an hourglass merges 2x2 tokens: the token grid {sample_size // patch_size} must be even")
         d = hidden_size
         dw = outer_width if outer_depth else d  # width at the patch grid
         self.text = TextConditioner(list(text_dims), list(text_outputs), d, heads, connector, refiner_depth,
@@ -171,7 +172,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
         # Zero-init: cross-attention outputs (PixArt), the output layer (DiT) and the smoothing conv,
         # so that training starts from a model that predicts 0 and ignores the text.
-        for block in [*self.blocks, *getattr(self, "outer_in", []), *getattr(self, "outer_out", [])]:
+        for block in (m for m in self.modules() if isinstance(m, LIDiTBlock)):
             nn.init.zeros_(block.cross_attn.out.weight)
             nn.init.zeros_(block.cross_attn.out.bias)
         nn.init.zeros_(self.proj_out.weight)
@@ -185,7 +186,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         b, c, h, w = sample.shape
         p = self.config.patch_size
         if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+            raise LLMDiffError(f"image size {h}x{w} is not a multiple of the patch size {p}")
         timestep = timestep.expand(b) if timestep.dim() == 1 and timestep.shape[0] == 1 else timestep.reshape(-1)
         # Text: (B, L, D) tokens, plus the null token that is always valid
         tokens, mask = self.text(texts, timestep)
@@ -239,5 +240,5 @@ def _split_2x2(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def build_lidit(preset: str, overrides: dict | None = None, **kwargs) -> LIDiT:
     if preset not in PRESETS:
-        raise ValueError(f"unknown LI-DiT preset {preset!r}; known: {', '.join(PRESETS)}")
+        raise LLMDiffError(f"unknown LI-DiT preset {preset!r}; known: {', '.join(PRESETS)}")
     return LIDiT(**{**PRESETS[preset], **(overrides or {}), **kwargs})
