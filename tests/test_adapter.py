@@ -4,7 +4,7 @@ from diffusers import UNet2DConditionModel
 
 from llmdiff.connectors.conditioner import TextInput
 from llmdiff.denoisers.adapter import (
-    AdaptedUNet, LLMDiffAttnProcessor, attach_adapter, cross_attentions, load_adapter, unload_adapter,
+    AdaptedDenoiser, AdaptedUNet, LLMAdapter, LLMDiffAttnProcessor, attach_adapter, cross_attentions,
 )
 from llmdiff.denoisers.unet import TextUNet, build_unet
 
@@ -99,27 +99,30 @@ def test_attaches_to_an_sd15_layout_unet_with_per_block_widths():
     ctx = torch.randn(1, 4, LLM)
     out = unet(torch.randn(1, 4, 8, 8), 10, encoder_hidden_states=ctx).sample
     assert out.shape == (1, 4, 8, 8)
-    unload_adapter(unet)
-    assert not any(isinstance(a.processor, LLMDiffAttnProcessor) for a in cross_attentions(unet).values())
 
 
-def test_save_and_load_the_adapter_alone(tmp_path):
+def test_the_adapter_alone_on_its_base_is_the_adapted_model_and_detaches_cleanly(tmp_path):
     b = base()
     m = adapted(b)
     for p in m.adapter_parameters():
         torch.nn.init.normal_(p, std=0.1)
     m.save_adapter(tmp_path / "adapter")
-    other = base()  # the same base, no adapter yet
-    cfg = load_adapter(other.unet, tmp_path / "adapter")
-    assert cfg["llm_dim"] == LLM
-    text = llm_text()
-    c = m.llm_encoding(text.features) * text.mask[..., None]
-    ctx = torch.cat([m.null_c.expand(2, -1, -1), c], 1)
-    mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), text.mask], 1).long()
-    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 300])
-    want = m.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
-    got = other.unet(x, t, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
-    torch.testing.assert_close(want, got)
+    assert sorted(f.name for f in (tmp_path / "adapter").iterdir()) == ["llm_adapter.safetensors",
+                                                                        "llm_adapter_config.json"]
+    other = base().eval()  # the same base, no adapter yet
+    before = {n: a.processor for n, a in cross_attentions(other.unet).items()}
+    keys = set(other.state_dict())
+    x, t, text = torch.randn(2, 3, 16, 16), torch.tensor([3, 300]), llm_text()
+    base_text = TextInput(torch.randn(2, 3, 12), torch.tensor([[True, True, False], [True, False, False]]))
+    plain = other(x, t, [base_text])
+    adapter = LLMAdapter.load(tmp_path / "adapter")
+    adapter.attach(other.unet)
+    assert set(other.state_dict()) == keys  # the adapter's weights stay out of the U-Net
+    torch.testing.assert_close(AdaptedDenoiser(other, adapter)(x, t, [base_text, text]), m(x, t, [text]))
+    adapter.set_scale(0.0)
+    assert torch.equal(AdaptedDenoiser(other, adapter)(x, t, [base_text, text]), plain)  # scale 0: the base exactly
+    adapter.detach(other.unet)
+    assert all(a.processor is before[n] for n, a in cross_attentions(other.unet).items())
 
 
 def test_full_model_save_load_roundtrip(tmp_path):
@@ -147,9 +150,11 @@ def test_build_adapter_around_a_saved_base(tmp_path, kind):
     from llmdiff.config import load_config
     from llmdiff.denoisers.adapter import build_adapter_model
 
+    from llmdiff.pipelines import export_model
+
     b = base()
-    if kind == "TextUNet":
-        b.save_pretrained(tmp_path / "base")
+    if kind == "TextUNet":  # a model folder, as training exports it
+        export_model(b, tmp_path / "base")
     else:  # a Stable Diffusion style unet/ folder
         b.unet.save_pretrained(tmp_path / "base")
     cfg = load_config(None, ["model.kind=unet_adapter", f"model.base={tmp_path / 'base'}", "text.connector=blockwise"])

@@ -44,7 +44,7 @@ def test_latent_training_exports_a_self_contained_model(tmp_path):
                                     "patch_size: 1}", "train.steps=2"])
     model = train(cfg, tmp_path / "run", progress=False)
     assert (model / "vae" / "config.json").is_file()
-    pipe = LLMDiffPipeline.from_model_dir(model)
+    pipe = LLMDiffPipeline.from_pretrained(model)
     assert pipe.codec is not None and pipe.denoiser.config.sample_size == 8
     img = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
     assert img.shape == (32, 32, 3)

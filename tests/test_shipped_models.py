@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llmdiff.evaluation.evaluate import run_eval
-from llmdiff.pipelines import LLMDiffPipeline, generate_suite
+from llmdiff.pipelines import generate_suite, load_pipeline
 from llmdiff.shapes.suites import load_suite
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ EASY = ("single_object", "colors")
                                          ("shapes-lidit-pixel", {"single_object": 0.2, "colors": 0.15}),
                                          ("shapes-unet-adapter", {"single_object": 0.5, "colors": 0.6})])
 def test_shipped_model_follows_easy_prompts(tmp_path, name, floor):
-    pipe = LLMDiffPipeline.from_model_dir(MODELS / name)
+    pipe = load_pipeline(MODELS / name)
     entries = [e for e in load_suite("geneval") if e["tag"] in EASY][::3]
     images = generate_suite(pipe, entries, tmp_path / "gen", images_per_prompt=2, seed=0, progress=False)
     summary = run_eval(images, tmp_path / "eval", progress=False, plots=False)
@@ -37,7 +37,7 @@ def test_shipped_model_follows_easy_prompts(tmp_path, name, floor):
 
 
 def test_shipped_model_is_deterministic_for_a_seed():
-    pipe = LLMDiffPipeline.from_model_dir(MODELS / "shapes-lidit")
+    pipe = load_pipeline(MODELS / "shapes-lidit")
 
     def run(seed):
         return pipe("two red circles", num_images_per_prompt=2, num_inference_steps=8,

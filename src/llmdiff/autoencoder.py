@@ -117,14 +117,16 @@ class LatentCodec:
     ``(z - shift_factor) * scaling_factor``.
     """
 
-    def __init__(self, path: Path | str, device="cpu"):
-        from diffusers import AutoencoderKL
+    def __init__(self, source, device="cpu"):
+        """`source`: an autoencoder folder, or an ``AutoencoderKL`` (a pipeline's ``vae``)."""
+        if isinstance(source, (str, Path)):
+            from diffusers import AutoencoderKL
 
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise LLMDiffError(f"no autoencoder at {path}; train one with `llmdiff autoencoder --out {path}`")
-        self.ae = AutoencoderKL.from_pretrained(path).eval().requires_grad_(False).to(device)
-        self.path = path
+            path = Path(source)
+            if not (path / "config.json").is_file():
+                raise LLMDiffError(f"no autoencoder at {path}; train one with `llmdiff autoencoder --out {path}`")
+            source = AutoencoderKL.from_pretrained(path)
+        self.ae = source.eval().requires_grad_(False).to(device)
         config = self.ae.config
         if config.get("latents_mean") and config.get("latents_std"):
             self.shift = torch.tensor(config.latents_mean, device=device).view(1, -1, 1, 1)

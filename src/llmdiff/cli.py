@@ -3,7 +3,8 @@
     llmdiff shapes render|prompts|gt     the Shapes world: scenes, prompt suites, ground truth
     llmdiff encode --captions FILE ...   read captions with a frozen LLM into a feature cache
     llmdiff train CONFIG.yaml [k=v ...]  train a denoiser (LI-DiT, U-Net, U-Net + LLMDiff adapter)
-    llmdiff generate "PROMPT" --out x.png    images from a trained model (or --prompts SUITE --out DIR)
+    llmdiff generate "PROMPT" --out x.png    images from a trained model (or --prompts FILE|SUITE --out DIR)
+    llmdiff export RUN --out DIR         a model folder from a run's checkpoint (convert: from an old folder)
     llmdiff eval --images DIR            score a GenEval-layout folder (or --validate the evaluator)
     llmdiff probe MODEL [MODEL ...]      which prompt words a trained model reads, at which noise level
     llmdiff experiment SPEC.yaml         train and compare variants (the papers' ablations)
@@ -27,7 +28,6 @@ DEFAULT_MODEL = MODELS / "shapes-lidit"
 
 
 def _run_export(args) -> None:
-    from .config import load_config
     from .training.checkpoint import export_checkpoint, list_checkpoints
 
     run = Path(args.run_dir)
@@ -37,8 +37,7 @@ def _run_export(args) -> None:
     ckpt = ckpts[-1] if args.step is None else run / "checkpoints" / f"step-{args.step:07d}"
     if not ckpt.is_dir():
         raise LLMDiffError(f"no checkpoint {ckpt.name} in {run}; have {', '.join(c.name for c in ckpts)}")
-    cfg = load_config(run / "config.yaml")
-    out = export_checkpoint(ckpt, Path(args.out), cfg.model.autoencoder)
+    out = export_checkpoint(ckpt, Path(args.out))
     print(f"exported {ckpt} (EMA weights) to {out}")
 
 
@@ -156,38 +155,20 @@ def _train(args) -> None:
 
 @command("generate")
 def _generate(args) -> None:
-    import torch
+    from .generate import run_generate
 
-    from .pipelines import LLMDiffPipeline, generate_suite
-    from .shapes.suites import load_suite
-
-    if bool(args.prompt) == bool(args.prompts):
-        raise LLMDiffError("give one prompt in quotes, or --prompts SUITE_OR_JSONL")
-    model = Path(args.model) if args.model else DEFAULT_MODEL
-    if not (model / "config.json").is_file():
-        raise LLMDiffError(f"no trained model at {model}; pass --model RUN/model (train one with `llmdiff train`)")
-    pipe = LLMDiffPipeline.from_model_dir(model, scheduler=args.scheduler)
-    if args.prompts:
-        out = generate_suite(pipe, load_suite(args.prompts), args.out, args.images_per_prompt, args.seed,
-                             args.guidance_scale, args.steps)
-        print(f"wrote images for {args.prompts} to {out} (score them with `llmdiff eval --images {out}`)")
-        return
-    result = pipe(args.prompt, num_images_per_prompt=args.images_per_prompt, guidance_scale=args.guidance_scale,
-                  num_inference_steps=args.steps, generator=torch.Generator().manual_seed(args.seed))
-    out = Path(args.out)
-    if len(result.images) == 1:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result.images[0].resize((args.display_size,) * 2, 0).save(out)
-    else:
-        from .viz import image_grid
-
-        import numpy as np
-
-        image_grid([np.asarray(i) for i in result.images], [args.prompt] * len(result.images), out)
-    print(f"wrote {out}")
+    run_generate(args, DEFAULT_MODEL)
 
 
 command("export")(_run_export)
+
+
+@command("convert")
+def _convert(args) -> None:
+    from .pipelines import convert_model_folder
+
+    out = convert_model_folder(args.old, args.new)
+    print(f"converted {args.old} into the pipeline layout at {out}")
 
 
 @command("autoencoder")
@@ -249,9 +230,16 @@ def _demo(args) -> None:
              args.full)
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+    p.add_argument("--version", action="version", version=f"llmdiff {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     shapes = sub.add_parser("shapes", help="the Shapes world: render scenes, write prompt suites, ground truth")
@@ -301,20 +289,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="images from prompts with a trained model")
     g.add_argument("prompt", nargs="?", help="one prompt, e.g. \"a red circle to the left of a blue square\"")
-    g.add_argument("--prompts", help="a suite name or GenEval-format JSONL: writes the GenEval folder layout")
-    g.add_argument("--model", help="trained model folder (default: the shipped models/shapes-lidit)")
-    g.add_argument("--out", default="out.png", help="PNG for one prompt, folder for --prompts")
-    g.add_argument("--images-per-prompt", type=int, default=1)
-    g.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's)")
-    g.add_argument("--scheduler", default="default", help="default, flow_euler, dpm_solver or ddim")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--display-size", type=int, default=256, help="pixel size of a single saved image (nearest upscale)")
+    g.add_argument("--prompts", help="a .txt file (one prompt per line), or a suite name or GenEval-format JSONL "
+                   "(these write the GenEval folder layout that `llmdiff eval` scores)")
+    g.add_argument("--from-png", help="regenerate the image a PNG written by `llmdiff generate` describes")
+    g.add_argument("--negative-prompt", help="what the image should not show (the unconditional branch of guidance)")
+    g.add_argument("--model", help="model folder (default: the shipped models/shapes-lidit)")
+    g.add_argument("--out", default="out.png", help="a PNG for one image; with several images NAME-NNN-SEED.png "
+                   "beside it (or NNN-SEED.png in a folder) and a grid; a folder for a suite (default out.png)")
+    g.add_argument("--images-per-prompt", type=int, default=1, help="images per prompt (default 1)")
+    g.add_argument("--steps", type=int, help="sampling steps (default: the model's sample_config)")
+    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance, 1 = off (default: the model's)")
+    g.add_argument("--scheduler", choices=["default", "flow_euler", "dpm_solver", "ddim"],
+                   help="sampling scheduler (default: the model's)")
+    g.add_argument("--seed", type=int, default=0, help="image k of prompt i gets a seed derived from this (default 0)")
+    g.add_argument("--batch-size", type=int, default=16, help="images sampled together (default 16)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="weights and activations (default float32)")
+    g.add_argument("--display-size", type=int, default=256, help="pixel size of saved images (nearest upscale; "
+                   "default 256)")
 
-    ex = sub.add_parser("export", help="a model folder (EMA weights) from a run's checkpoint")
+    ex = sub.add_parser("export", help="a model folder (EMA weights, pipeline layout) from a run's checkpoint")
     ex.add_argument("run_dir")
     ex.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     ex.add_argument("--out", required=True)
+
+    cv = sub.add_parser("convert", help="rewrite a model folder of the old layout (config.json + llmdiff.json) in "
+                        "the pipeline layout (model_index.json, denoiser/, scheduler/)")
+    cv.add_argument("old")
+    cv.add_argument("new")
 
     a = sub.add_parser("autoencoder", help="train the small image autoencoder for latent diffusion")
     a.add_argument("--out", required=True, help="output folder, e.g. models/shapes-ae")

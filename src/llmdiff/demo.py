@@ -29,13 +29,11 @@ def demo_entries(full: bool = False) -> list[dict]:
 
 def run_demo(out: Path, model: Path, images_per_prompt: int = 4, seed: int = 0, full: bool = False) -> dict:
     from .evaluation.evaluate import markdown_summary, run_eval
-    from .pipelines import LLMDiffPipeline, generate_suite
+    from .pipelines import generate_suite, load_pipeline
     from .viz import image_grid
 
-    if not (model / "config.json").is_file():
-        raise LLMDiffError(f"no trained model at {model}; train one with `llmdiff train configs/shapes-lidit.yaml`")
     entries = demo_entries(full)
-    pipe = LLMDiffPipeline.from_model_dir(model)
+    pipe = load_pipeline(model)
     print(f"model: {model}  (prompt encoder: {pipe.encoder_configs[0]['model']}, "
           f"{'latent' if pipe.codec else 'pixel'} diffusion)")
     images = generate_suite(pipe, entries, out / "images", images_per_prompt, seed)

@@ -15,6 +15,7 @@ Model timesteps are on [0, 1000] for both. Classifier-free guidance uses the emp
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 
@@ -23,6 +24,8 @@ from .errors import LLMDiffError
 
 OBJECTIVES = ("flow", "eps", "eps_sd")
 SCHEDULERS = ("default", "flow_euler", "dpm_solver", "ddim")
+# The diffusers classes behind them (what a model folder's scheduler/ may hold).
+SCHEDULER_CLASSES = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler", "DDIMScheduler")
 
 
 def _ddpm_config(objective: str = "eps") -> dict:
@@ -112,21 +115,35 @@ def empty_like(texts: list[TextInput]) -> list[TextInput]:
                       None if t.prompt_mask is None else torch.zeros_like(t.prompt_mask)) for t in texts]
 
 
-def _cat(a: list[TextInput], b: list[TextInput]) -> list[TextInput]:
-    out = []
-    for x, y in zip(a, b):
-        pm = None if x.prompt_mask is None else torch.cat([x.prompt_mask, y.prompt_mask])
-        out.append(TextInput(torch.cat([x.features, y.features]), torch.cat([x.mask, y.mask]), pm))
-    return out
+def _padded(t: TextInput, length: int) -> TextInput:
+    """Masked zero tokens appended up to `length` (features (B, [n,] L, D), mask (B, L))."""
+    extra = length - t.mask.shape[1]
+    if extra == 0:
+        return t
+    f = torch.nn.functional.pad(t.features, (0, 0, 0, extra))
+    pad = lambda m: torch.nn.functional.pad(m, (0, extra))  # noqa: E731 - False = masked
+    return TextInput(f, pad(t.mask), None if t.prompt_mask is None else pad(t.prompt_mask))
+
+
+def cat_rows(parts: list[TextInput]) -> TextInput:
+    """Stack the rows of several batches of one encoder, padding the token axis to the longest."""
+    length = max(p.mask.shape[1] for p in parts)
+    parts = [_padded(p, length) for p in parts]
+    pm = None if any(p.prompt_mask is None for p in parts) else torch.cat([p.prompt_mask for p in parts])
+    return TextInput(torch.cat([p.features for p in parts]), torch.cat([p.mask for p in parts]), pm)
 
 
 @torch.no_grad()
 def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_scale: float = 2.0,
            generator: torch.Generator | None = None, shape: tuple[int, int, int] = (3, 32, 32),
-           progress: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
+           progress: bool | Callable = False, noise: torch.Tensor | None = None,
+           uncond: list[TextInput] | None = None, callback: Callable | None = None) -> torch.Tensor:
     """Images in [-1, 1], (B, C, H, W), one per text row; guidance_scale 1 turns guidance off.
 
-    ``noise`` (B, C, H, W) fixes the starting point (per-image seeds independent of batching).
+    ``noise`` (B, C, H, W) fixes the starting point (per-image seeds independent of batching). ``uncond`` is the
+    unconditional branch of guidance (default: the empty prompt; a negative prompt replaces it).
+    ``progress``: a tqdm bar, or a callable ``progress(iterable)`` (a pipeline's ``progress_bar``).
+    ``callback(i, t, x)`` runs after every step and may return new latents.
     """
     from tqdm.auto import tqdm
 
@@ -137,15 +154,21 @@ def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_s
     x = noise.to(device) * getattr(scheduler, "init_noise_sigma", 1.0)
     scheduler.set_timesteps(steps, device=device)
     guided = guidance_scale != 1.0
-    both = _cat(texts, empty_like(texts)) if guided else texts
-    for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
+    uncond = empty_like(texts) if uncond is None else uncond
+    both = [cat_rows([c, u]) for c, u in zip(texts, uncond)] if guided else texts
+    timesteps = scheduler.timesteps
+    bar = progress(timesteps) if callable(progress) else tqdm(timesteps, desc="sampling", disable=not progress,
+                                                                leave=False)
+    for i, t in enumerate(bar):
         x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         x_in = torch.cat([x_in, x_in]) if guided else x_in
-        out = model(x_in, t.float().expand(x_in.shape[0]), both)
+        out = model(x_in.to(texts[0].features.dtype), t.float().expand(x_in.shape[0]), both).float()
         if guided:
-            cond, uncond = out.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
+            cond, uncond_out = out.chunk(2)
+            out = uncond_out + guidance_scale * (cond - uncond_out)
         x = scheduler.step(out, t, x).prev_sample
+        if callback is not None:
+            x = callback(i, t, x)
     return x.clamp(-1, 1)
 
 

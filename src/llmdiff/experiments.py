@@ -94,7 +94,7 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
                 shipped = shipped.get(seed)
             if shipped:
                 model = Path(shipped)
-            elif (run_dir / "model" / "config.json").is_file():
+            elif (run_dir / "model" / "model_index.json").is_file():
                 model = run_dir / "model"
             else:
                 model = train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
@@ -102,8 +102,8 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
             summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
                                        progress=progress)
             steps = cfg.train.steps
-            if (model / "llmdiff.json").is_file():  # a shipped model records how long it trained
-                steps = json.loads((model / "llmdiff.json").read_text()).get("steps", steps)
+            if (model / "training.json").is_file():  # a shipped model records how long it trained
+                steps = json.loads((model / "training.json").read_text()).get("steps", steps)
             atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
                                                 "train_minutes": None if shipped else round(minutes, 1),
                                                 "summaries": summaries}) + "\n")

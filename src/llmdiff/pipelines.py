@@ -1,33 +1,60 @@
-"""Text-to-image generation with a trained llmdiff model, as a diffusers ``DiffusionPipeline``.
+"""Text-to-image generation with a trained llmdiff model, in diffusers' pipeline layout.
 
-    pipe = LLMDiffPipeline.from_model_dir("models/shapes-lidit")
-    images = pipe("a red circle to the left of a blue square", num_images_per_prompt=4,
-                  guidance_scale=2.0, num_inference_steps=25, generator=torch.Generator().manual_seed(0)).images
+    from llmdiff.pipelines import LLMDiffPipeline
 
-The frozen prompt encoders are not stored with the model: its config records which ones it
-was trained with (model, layers, template, ...), the pipeline loads exactly those, and it
-refuses a mismatched encoder with a clear error.
+    pipe = LLMDiffPipeline.from_pretrained("models/shapes-lidit")
+    images = pipe("a red circle to the left of a blue square", negative_prompt="a green square",
+                  num_images_per_prompt=4, generator=torch.Generator().manual_seed(0)).images
+
+A model folder is a diffusers pipeline folder::
+
+    model_index.json   the components and `sample_config` (steps, guidance scale, scheduler: the one place
+                       sampling defaults live)
+    denoiser/          config.json (with the prompt-encoder spec it was trained on) + safetensors
+    scheduler/         the diffusers scheduler it samples with
+    vae/               the autoencoder, for a latent model
+    training.json      how it was trained (name, steps, data, text); not read at generation
+
+The frozen prompt encoders are not stored: the denoiser's config records which ones it was trained
+with (model, layers, template, ...), the pipeline loads exactly those, and refuses a mismatched one.
+
+Two classes share one implementation. ``TextToImage`` (here) loads the folder itself and imports only
+what sampling needs; ``LLMDiffPipeline`` adds diffusers' ``DiffusionPipeline`` (``save_pretrained``,
+``from_pretrained``, ``DiffusionPipeline.from_pretrained(dir, custom_pipeline=CUSTOM_PIPELINE,
+trust_remote_code=True)``) and is imported on first use, because diffusers' pipeline module imports
+every diffusers model class (seconds of a cold start the command line does not need).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
-from diffusers import DiffusionPipeline
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from PIL import Image
+from diffusers.utils import BaseOutput
 
-from .config import to_dict
 from .connectors.conditioner import TextInput
-from .diffusion import make_scheduler, sample, to_uint8
-from .encoders import EncoderConfig, PromptEncoder, load_encoder
+from .diffusion import cat_rows, empty_like
 from .errors import LLMDiffError
 
 # Fields of an encoder config that change the features (the rest only change speed or strictness).
 FEATURE_FIELDS = ("model", "layers", "mode", "normalize", "block_groups", "instruction", "chat_template",
                   "max_length", "padding_side", "keep_instruction")
+SAMPLE_DEFAULTS = {"steps": 25, "guidance_scale": 2.0, "scheduler": "default"}  # SampleConfig's fields
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# The file diffusers' custom-pipeline loader imports: it only re-exports LLMDiffPipeline (nothing is downloaded).
+CUSTOM_PIPELINE = str(Path(__file__).with_name("diffusers_custom_pipeline.py"))
+
+
+def __getattr__(name: str):
+    if name == "LLMDiffPipeline":  # imported on first use: see the module docstring
+        from .diffusers_pipeline import LLMDiffPipeline
+
+        return LLMDiffPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _feature_fields(cfg: dict) -> dict:
@@ -36,125 +63,467 @@ def _feature_fields(cfg: dict) -> dict:
     return d
 
 
-class LLMDiffPipeline(DiffusionPipeline):
-    def __init__(self, denoiser, scheduler):
-        super().__init__()
-        self.register_modules(denoiser=denoiser, scheduler=scheduler)
-        self.encoders: list[PromptEncoder] | None = None
-        self.codec = None  # a LatentCodec when the model denoises autoencoder latents
-        self.defaults = {"guidance_scale": 2.0, "num_inference_steps": 25}
+def read_model_index(path: Path | str) -> dict:
+    """model_index.json of a model folder; a one-line error that says how to convert an old-layout folder."""
+    path = Path(path)
+    index = path / "model_index.json"
+    if not index.is_file():
+        if (path / "config.json").is_file() and (path / "diffusion_pytorch_model.safetensors").is_file():
+            raise LLMDiffError(f"{path} is a model folder in the old llmdiff layout (no model_index.json); convert it "
+                               f"with `llmdiff convert {path} {path}-converted`")
+        raise LLMDiffError(f"no trained model at {path} (no model_index.json); pass a model folder such as "
+                           "models/shapes-lidit or a run's model/ folder (train one with `llmdiff train`)")
+    info = json.loads(index.read_text())
+    for name in ("denoiser", "scheduler"):
+        entry = info.get(name)
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[1]):
+            raise LLMDiffError(f"{index} names no {name}; re-export the model with `llmdiff export`")
+        if not (path / name).is_dir():
+            raise LLMDiffError(f"{path} is missing its {name}/ folder (model_index.json names one)")
+    if (info.get("vae") or [None, None])[1] and not (path / "vae").is_dir():
+        raise LLMDiffError(f"{path} is missing its vae/ folder (model_index.json names one)")
+    return info
+
+
+def sample_config_of(info: dict) -> dict:
+    return {**SAMPLE_DEFAULTS, **(info.get("sample_config") or {})}
+
+
+def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
+    """The seed of image `image_index` of prompt `prompt_index`: the same image in any batch or command."""
+    return (seed * 1_000_003 + prompt_index) * 1_009 + image_index
+
+
+def generators_for(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+class TextToImage:
+    """Generation with an llmdiff model: prompt encoders -> denoiser + scheduler -> (vae) -> images.
+
+    Components: ``denoiser`` (LIDiT, TextUNet or AdaptedUNet), ``scheduler`` (a diffusers scheduler), ``vae``
+    (an ``AutoencoderKL`` for a latent model, else None) and ``sample_config`` (default steps, guidance scale
+    and scheduler name). ``LLMDiffPipeline`` is this class with diffusers' ``DiffusionPipeline`` on top.
+    """
+
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, denoiser, scheduler, vae=None, sample_config: dict | None = None):
+        self.denoiser, self.scheduler, self.vae = denoiser, scheduler, vae
+        self.sample_config = {**SAMPLE_DEFAULTS, **(sample_config or {})}
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.encoders = None  # list[PromptEncoder], loaded on first use
+        self.llm_adapter = None  # an LLMAdapter loaded with load_llm_adapter
+        self._codec = None
+        self._progress_bar_config = {}
+
+    # --- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_model_dir(cls, path: Path | str, encoders: list[PromptEncoder] | None = None,
-                       scheduler: str = "default") -> "LLMDiffPipeline":
-        from .denoisers import load_denoiser
+    def from_pretrained(cls, path: Path | str, torch_dtype: torch.dtype | None = None,
+                        scheduler: str | None = None) -> "TextToImage":
+        """A model folder (see the module docstring); ``scheduler`` names another scheduler kind to sample with."""
+        from .denoisers import model_class
 
         path = Path(path)
-        denoiser = load_denoiser(path).eval()
-        pipe = cls(denoiser, make_scheduler(denoiser.config.objective, scheduler))
-        if (path / "vae" / "config.json").is_file():
+        info = read_model_index(path)
+        denoiser = model_class(info["denoiser"][1]).from_pretrained(path / "denoiser").eval()
+        sched = load_scheduler(path / "scheduler", info["scheduler"][1])
+        vae = None
+        if (info.get("vae") or [None, None])[1]:
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(path / "vae").eval()
+        pipe = cls(denoiser, sched, vae, sample_config_of(info))
+        pipe.use_scheduler(scheduler)
+        return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
+
+    def use_scheduler(self, kind: str | None) -> None:
+        """Sample with another scheduler kind (default, flow_euler, dpm_solver, ddim); None keeps the saved one."""
+        if kind is not None and kind != self.sample_config["scheduler"]:
+            from .diffusion import make_scheduler
+
+            self.scheduler = make_scheduler(self.denoiser.config.objective, kind)
+            self.sample_config = {**self.sample_config, "scheduler": kind}
+
+    # --- devices, progress -------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.denoiser.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        """Move every component: the denoiser, the autoencoder, the prompt encoders and a loaded adapter."""
+        for module in (self.denoiser, self.vae, self.llm_adapter):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        if device is not None:
+            for enc in self.encoders or []:
+                enc.to(device)
+        self._codec = None
+        return self
+
+    def progress_bar(self, iterable=None, total: int | None = None):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, **{"desc": "sampling", "leave": False, **self._progress_bar_config})
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        self._progress_bar_config = kwargs
+
+    @property
+    def codec(self):
+        """Images <-> normalised latents through ``vae`` (None for a pixel model)."""
+        if self.vae is not None and self._codec is None:
             from .autoencoder import LatentCodec
 
-            pipe.codec = LatentCodec(path / "vae")
-        info = path / "llmdiff.json"
-        if info.is_file():
-            s = json.loads(info.read_text()).get("sample", {})
-            pipe.defaults = {"guidance_scale": s.get("guidance_scale", 2.0), "num_inference_steps": s.get("steps", 25)}
-        if encoders is not None:
-            pipe.set_encoders(encoders)
-        return pipe
+            self._codec = LatentCodec(self.vae, self.device)
+        return self._codec
+
+    # --- prompt encoders ---------------------------------------------------------------------------
 
     @property
     def encoder_configs(self) -> list[dict]:
-        return [dict(e) for e in self.denoiser.config.encoders]
+        """What each prompt encoder must be: the denoiser's, then a loaded adapter's."""
+        extra = list(self.llm_adapter.config["encoders"]) if self.llm_adapter is not None else []
+        return [dict(e) for e in self.denoiser.config.encoders] + [dict(e) for e in extra]
 
-    def set_encoders(self, encoders: list[PromptEncoder]) -> None:
+    def set_encoders(self, encoders) -> None:
         """Use these encoders; each must produce the features the model was trained on."""
+        from .config import to_dict
+
         want = self.encoder_configs
         if len(encoders) != len(want):
             raise LLMDiffError(f"this model was trained with {len(want)} prompt encoder(s), got {len(encoders)}")
         for k, (enc, cfg) in enumerate(zip(encoders, want)):
-            have = _feature_fields(to_dict(enc.config))
-            if have != _feature_fields(cfg):
-                diff = {f: (cfg.get(f), have[f]) for f in FEATURE_FIELDS if _feature_fields(cfg)[f] != have[f]}
+            have, need = _feature_fields(to_dict(enc.config)), _feature_fields(cfg)
+            if have != need:
                 raise LLMDiffError(f"encoder {k} does not match the one this model was trained with: "
-                                   + ", ".join(f"{f} trained={a!r} given={b!r}" for f, (a, b) in diff.items()))
+                                   + ", ".join(f"{f} trained={need[f]!r} given={have[f]!r}"
+                                               for f in FEATURE_FIELDS if need[f] != have[f]))
         self.encoders = list(encoders)
 
-    def load_encoders(self) -> list[PromptEncoder]:
-        if self.encoders is None:
-            self.set_encoders([load_encoder(EncoderConfig(**{k: v for k, v in cfg.items()}), self.device)
-                               for cfg in self.encoder_configs])
+    def load_encoders(self):
+        from .encoders import EncoderConfig, load_encoder
+
+        have = self.encoders or []
+        want = self.encoder_configs
+        if len(have) != len(want):
+            self.set_encoders(have[:len(want)] + [load_encoder(EncoderConfig(**cfg), self.device)
+                                                  for cfg in want[len(have):]])
         return self.encoders
 
-    def encode(self, prompts: list[str], num_images_per_prompt: int = 1) -> list[TextInput]:
+    def encode_prompt(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None,
+                      do_classifier_free_guidance: bool = True, num_images_per_prompt: int = 1,
+                      prompt_embeds: list[TextInput] | None = None,
+                      negative_prompt_embeds: list[TextInput] | None = None):
+        """(prompt_embeds, negative_prompt_embeds): one ``TextInput`` per prompt encoder, each row repeated
+        ``num_images_per_prompt`` times. Without a negative prompt the unconditional branch is the empty prompt
+        (all tokens masked), as caption dropout trained it; ``negative_prompt_embeds`` is None without guidance.
+        """
+        if prompt_embeds is None:
+            prompts = _prompt_list(prompt)
+            negatives = _negative_list(negative_prompt, len(prompts)) if do_classifier_free_guidance else []
+            if negative_prompt_embeds is not None:
+                negatives = []
+            texts = self._encode(prompts + [n for n in negatives if n])
+            prompt_embeds = [t.select(slice(0, len(prompts))) for t in texts]
+            if any(negatives):
+                negative_prompt_embeds = _negative_rows(texts, negatives, len(prompts))
+        elif prompt is not None:
+            raise LLMDiffError("give prompt or prompt_embeds, not both")
+        elif negative_prompt is not None and negative_prompt_embeds is None and do_classifier_free_guidance:
+            negatives = _negative_list(negative_prompt, prompt_embeds[0].features.shape[0])
+            if any(negatives):
+                negative_prompt_embeds = _negative_rows(self._encode([n for n in negatives if n]), negatives, 0)
+        if len(prompt_embeds) != len(self.encoder_configs):
+            raise LLMDiffError(f"prompt_embeds holds {len(prompt_embeds)} encoder output(s); this model reads "
+                               f"{len(self.encoder_configs)}")
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt_embeds = empty_like(prompt_embeds)
+        if negative_prompt_embeds is not None and negative_prompt_embeds[0].features.shape[0] != \
+                prompt_embeds[0].features.shape[0]:
+            raise LLMDiffError("negative_prompt_embeds must have as many rows as prompt_embeds")
+        prompt_embeds = _repeat(prompt_embeds, num_images_per_prompt, self.device, self.dtype)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = _repeat(negative_prompt_embeds, num_images_per_prompt, self.device, self.dtype)
+        return prompt_embeds, negative_prompt_embeds
+
+    def _encode(self, prompts: list[str]) -> list[TextInput]:
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise LLMDiffError(f"prompt {i} is empty: describe the image (e.g. 'a red circle above a blue square')")
-        out = []
-        for enc in self.load_encoders():
-            o = enc.encode(prompts).repeat(num_images_per_prompt)
-            out.append(TextInput(o.features.float().to(self.device), o.mask.to(self.device),
-                                 None if o.prompt_mask is None else o.prompt_mask.to(self.device)))
-        return out
+        return [TextInput(o.features, o.mask, o.prompt_mask) for o in (e.encode(prompts) for e in self.load_encoders())]
 
-    def sample_images(self, texts: list[TextInput], steps: int, guidance_scale: float, generator=None,
-                      noise: torch.Tensor | None = None, progress: bool = False, decode: bool = True) -> torch.Tensor:
-        """Images in [-1, 1] (B, 3, H, W): denoise, then decode latents if the model works in latent space
-        (``decode=False``: what the denoiser produced, latents for a latent model)."""
-        size = self.denoiser.config.sample_size
-        x = sample(self.denoiser, texts, self.scheduler, steps, guidance_scale, generator,
-                   (self.denoiser.config.in_channels, size, size), progress, noise)
-        return self.codec.decode(x) if self.codec is not None and decode else x
+    # --- latents -----------------------------------------------------------------------------------
 
-    def noise(self, seeds: list[int]) -> torch.Tensor:
-        """Starting noise, one image per seed: the same seed gives the same image in any batch."""
+    def prepare_latents(self, batch_size: int, generator=None, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Starting noise (B, C, H, W); a list of generators gives one image per generator, whatever the batch."""
         c, size = self.denoiser.config.in_channels, self.denoiser.config.sample_size
-        return torch.cat([torch.randn((1, c, size, size), generator=torch.Generator().manual_seed(s)) for s in seeds])
+        shape = (batch_size, c, size, size)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise LLMDiffError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+            return latents.to(self.device, torch.float32)
+        if isinstance(generator, list):
+            if len(generator) != batch_size:
+                raise LLMDiffError(f"got {len(generator)} generators for {batch_size} images: give one per image")
+            return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator]).to(self.device)
+        return torch.randn(shape, generator=generator).to(self.device)
+
+    def postprocess(self, x: torch.Tensor, output_type: str):
+        """Denoiser output -> images: "latent" as is, "pt" (B, 3, H, W) in [0, 1], "np" (B, H, W, 3) float in
+        [0, 1], "pil" PIL images (diffusers' conventions)."""
+        if output_type == "latent":
+            return x
+        if self.codec is not None:
+            x = self.codec.decode(x.to(self.vae.dtype))
+        x = x.float().clamp(-1, 1)
+        if output_type == "pt":
+            return (x + 1) / 2
+        if output_type == "np":
+            return ((x + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+        from PIL import Image
+
+        from .diffusion import to_uint8
+
+        return [Image.fromarray(a) for a in to_uint8(x)]
+
+    # --- sampling ----------------------------------------------------------------------------------
+
+    def _model(self):
+        """What the sampler calls: the denoiser, or the U-Net base with a loaded LLM adapter."""
+        if self.llm_adapter is None:
+            return self.denoiser
+        from .denoisers.adapter import AdaptedDenoiser
+
+        return AdaptedDenoiser(self.denoiser, self.llm_adapter)
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, guidance_scale: float | None = None,
-                 num_inference_steps: int | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "pil", progress: bool = False) -> ImagePipelineOutput:
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise LLMDiffError("no prompt given")
+    def __call__(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 num_images_per_prompt: int = 1, generator: torch.Generator | list[torch.Generator] | None = None,
+                 latents: torch.Tensor | None = None, prompt_embeds: list[TextInput] | None = None,
+                 negative_prompt_embeds: list[TextInput] | None = None, output_type: str = "pil",
+                 return_dict: bool = True, callback_on_step_end: Callable | None = None,
+                 callback_on_step_end_tensor_inputs: list[str] = ("latents",)):
+        """Images for prompts (or ``prompt_embeds`` from ``encode_prompt``), as diffusers' PixArt/SD3 pipelines.
+
+        ``num_inference_steps`` and ``guidance_scale`` default to the model's ``sample_config``; guidance 1 turns
+        classifier-free guidance off. ``generator``: one, or a list with one per image (per-image seeds that do
+        not depend on the batch). ``callback_on_step_end(pipe, step, timestep, {"latents": ...})`` may return a
+        dict with new ``latents``. Returns ``ImagePipelineOutput(images=...)``, or ``(images,)`` with
+        ``return_dict=False``.
+        """
+        from .diffusion import sample
+
+        if output_type not in OUTPUT_TYPES:
+            raise LLMDiffError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
         if num_images_per_prompt < 1:
             raise LLMDiffError("num_images_per_prompt must be at least 1")
-        guidance_scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
-        steps = num_inference_steps or self.defaults["num_inference_steps"]
-        texts = self.encode(prompts, num_images_per_prompt)
-        x = self.sample_images(texts, steps, guidance_scale, generator=generator, progress=progress)
-        if output_type == "pt":
-            return ImagePipelineOutput(images=x)
-        arrays = to_uint8(x)
-        return ImagePipelineOutput(images=arrays if output_type == "np" else [Image.fromarray(a) for a in arrays])
+        if prompt is None and prompt_embeds is None:
+            raise LLMDiffError("no prompt given: pass prompt or prompt_embeds")
+        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise LLMDiffError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {bad}")
+        steps = num_inference_steps or self.sample_config["steps"]
+        guidance_scale = self.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale
+        texts, uncond = self.encode_prompt(prompt, negative_prompt, guidance_scale != 1.0, num_images_per_prompt,
+                                           prompt_embeds, negative_prompt_embeds)
+        noise = self.prepare_latents(texts[0].features.shape[0], generator, latents)
+        callback = None
+        if callback_on_step_end is not None:
+            def callback(i, t, x):
+                out = callback_on_step_end(self, i, t, {"latents": x}) or {}
+                return out.get("latents", x)
+
+        bar = None if self._progress_bar_config.get("disable") else self.progress_bar
+        x = sample(self._model(), texts, self.scheduler, steps, guidance_scale, noise=noise, uncond=uncond,
+                   progress=bar, callback=callback)
+        images = self.postprocess(x, output_type)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    # --- the LLMDiff adapter, loaded like an IP-Adapter ----------------------------------------------------
+
+    def load_llm_adapter(self, path: Path | str, scale: float = 1.0) -> None:
+        """Attach an adapter saved by ``AdaptedUNet.save_adapter`` to this pipeline's U-Net base (a TextUNet).
+
+        The adapter brings its own prompt encoder (loaded on first use) and installs a processor on every
+        cross-attention that blends the base's attention and the adapter's: ``set_llm_adapter_scale``.
+        """
+        from .denoisers.adapter import LLMAdapter
+
+        if self.llm_adapter is not None:
+            raise LLMDiffError("an LLM adapter is already loaded; unload_llm_adapter() first")
+        if type(self.denoiser).__name__ != "TextUNet":
+            raise LLMDiffError(f"an LLM adapter plugs into a U-Net base (TextUNet); this pipeline's denoiser is a "
+                               f"{type(self.denoiser).__name__}")
+        adapter = LLMAdapter.load(path).to(self.device, self.dtype)
+        adapter.attach(self.denoiser.unet)
+        self.llm_adapter = adapter
+        adapter.set_scale(scale)
+
+    def set_llm_adapter_scale(self, scale: float) -> None:
+        """How much of each cross-attention comes from the adapter: 0 is the base exactly, 1 the adapter's."""
+        if self.llm_adapter is None:
+            raise LLMDiffError("no LLM adapter loaded; call load_llm_adapter(dir) first")
+        self.llm_adapter.set_scale(scale)
+
+    def unload_llm_adapter(self) -> None:
+        """Remove the adapter: the U-Net gets back the very processors it had, and its encoder is dropped."""
+        if self.llm_adapter is None:
+            return
+        self.llm_adapter.detach(self.denoiser.unet)
+        n = len(self.denoiser.config.encoders)
+        self.encoders = None if self.encoders is None else self.encoders[:n]
+        self.llm_adapter = None
 
 
-def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
-    return (seed * 1_000_003 + prompt_index) * 1_009 + image_index
+def export_model(denoiser, out: Path | str, sample_config: dict | None = None, vae=None,
+                 training: dict | None = None) -> Path:
+    """Write a model folder (the one export path: training, `llmdiff export` and `llmdiff convert` use it).
+
+    The folder is written beside `out` and renamed into place; an existing `out` is replaced only if it is a
+    model folder (a re-export), never anything else.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from .diffusers_pipeline import LLMDiffPipeline
+    from .diffusion import make_scheduler
+    from .utils import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not _is_model_folder(out):
+        raise LLMDiffError(f"{out} exists and is not a model folder; choose another output folder")
+    sample_config = {**SAMPLE_DEFAULTS, **(sample_config or {})}
+    scheduler = make_scheduler(denoiser.config.objective, sample_config["scheduler"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        LLMDiffPipeline(denoiser, scheduler, vae, sample_config).save_pretrained(tmp)
+        if training:
+            atomic_write_text(tmp / "training.json", json.dumps(training, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+
+
+def convert_model_folder(old: Path | str, new: Path | str) -> Path:
+    """An old-layout folder (config.json + safetensors + llmdiff.json [+ vae/]) in the pipeline layout."""
+    from .denoisers import model_class
+
+    old, new = Path(old), Path(new)
+    if (old / "model_index.json").is_file():
+        raise LLMDiffError(f"{old} is already in the pipeline layout")
+    if not (old / "config.json").is_file():
+        raise LLMDiffError(f"{old} is not an llmdiff model folder (no config.json)")
+    if new.exists() and any(new.iterdir()):
+        raise LLMDiffError(f"{new} exists; give a new folder to convert into")
+    denoiser = model_class(json.loads((old / "config.json").read_text()).get("_class_name")).from_pretrained(old)
+    info = json.loads((old / "llmdiff.json").read_text()) if (old / "llmdiff.json").is_file() else {}
+    vae = None
+    if (old / "vae" / "config.json").is_file():
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(old / "vae")
+    training = {k: v for k, v in info.items() if k != "sample"}
+    return export_model(denoiser.eval(), new, info.get("sample"), vae, training or None)
+
+
+def load_pipeline(path: Path | str, scheduler: str | None = None, device: str | None = None,
+                  torch_dtype: torch.dtype | None = None) -> TextToImage:
+    """A model folder for sampling, without diffusers' pipeline machinery (the command line's loader)."""
+    pipe = TextToImage.from_pretrained(path, scheduler=scheduler)
+    return pipe.to(device, torch_dtype) if device is not None or torch_dtype is not None else pipe
+
+
+def load_scheduler(path: Path, class_name: str):
+    """A saved scheduler of one of the kinds llmdiff samples with (nothing else is imported)."""
+    from .diffusion import SCHEDULER_CLASSES
+
+    if class_name not in SCHEDULER_CLASSES:
+        raise LLMDiffError(f"{path} holds a {class_name}; llmdiff samples with {', '.join(SCHEDULER_CLASSES)}")
+    import diffusers
+
+    return getattr(diffusers, class_name).from_pretrained(path)
+
+
+@dataclass
+class ImagePipelineOutput(BaseOutput):
+    """diffusers' ``ImagePipelineOutput``, defined here so that sampling does not import diffusers' pipelines."""
+
+    images: list | np.ndarray | torch.Tensor
+
+
+def _prompt_list(prompt) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+    if not prompts:
+        raise LLMDiffError("no prompt given")
+    return prompts
+
+
+def _negative_list(negative, n: int) -> list[str]:
+    negatives = [negative] * n if isinstance(negative, str) or negative is None else list(negative)
+    if len(negatives) != n:
+        raise LLMDiffError(f"got {len(negatives)} negative prompts for {n} prompts")
+    return [x if x and x.strip() else "" for x in negatives]
+
+
+def _negative_rows(texts: list[TextInput], negatives: list[str], start: int) -> list[TextInput]:
+    """Rows start.. of `texts` are the non-empty negatives, in order; an empty negative is the empty prompt."""
+    empty = empty_like([t.select(slice(0, 1)) for t in texts])
+    rows, j = [], start
+    for neg in negatives:
+        rows.append([t.select(slice(j, j + 1)) for t in texts] if neg else empty)
+        j += bool(neg)
+    return [cat_rows([r[k] for r in rows]) for k in range(len(texts))]
+
+
+def _repeat(texts: list[TextInput], n: int, device, dtype) -> list[TextInput]:
+    out = []
+    for t in texts:
+        pm = None if t.prompt_mask is None else t.prompt_mask.repeat_interleave(n, 0).to(device)
+        out.append(TextInput(t.features.repeat_interleave(n, 0).to(device, dtype), t.mask.repeat_interleave(n, 0)
+                             .to(device), pm))
+    return out
 
 
 @torch.no_grad()
-def generate_suite(pipe: LLMDiffPipeline, entries: list[dict], out: Path | str, images_per_prompt: int = 4,
+def generate_suite(pipe: TextToImage, entries: list[dict], out: Path | str, images_per_prompt: int = 4,
                    seed: int = 0, guidance_scale: float | None = None, num_inference_steps: int | None = None,
                    prompts_per_batch: int = 16, progress: bool = True) -> Path:
     """Images for every entry in GenEval's folder layout; prompts already complete are skipped (resumable)."""
     from tqdm.auto import tqdm
 
+    from .diffusion import to_uint8
     from .evaluation.layout import write_prompt_folder
 
     out = Path(out)
-    guidance_scale = pipe.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
-    steps = num_inference_steps or pipe.defaults["num_inference_steps"]
     todo = [i for i, _ in enumerate(entries)
             if len(list((out / f"{i:05d}" / "samples").glob("*.png"))) < images_per_prompt]
+    pipe.set_progress_bar_config(disable=True)
     for s in tqdm(range(0, len(todo), prompts_per_batch), desc="generating", unit="batch", disable=not progress):
         chunk = todo[s:s + prompts_per_batch]
-        texts = pipe.encode([entries[i]["prompt"] for i in chunk], images_per_prompt)
-        noise = pipe.noise([image_seed(seed, i, k) for i in chunk for k in range(images_per_prompt)])
-        x = pipe.sample_images(texts, steps, guidance_scale, noise=noise)
-        arrays = to_uint8(x)
+        gens = generators_for([image_seed(seed, i, k) for i in chunk for k in range(images_per_prompt)])
+        x = pipe([entries[i]["prompt"] for i in chunk], num_images_per_prompt=images_per_prompt,
+                 guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=gens,
+                 output_type="pt").images
+        arrays = to_uint8(x * 2 - 1)
         for j, i in enumerate(chunk):
             write_prompt_folder(out, i, entries[i], arrays[j * images_per_prompt:(j + 1) * images_per_prompt])
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import ExperimentConfig, to_dict
 from ..errors import LLMDiffError
 
@@ -49,7 +51,6 @@ def denoised_shape(cfg: ExperimentConfig) -> tuple[int, int]:
     if not cfg.model.autoencoder:
         return cfg.data.resolution, 3
     import json
-    from pathlib import Path
 
     path = Path(cfg.model.autoencoder) / "config.json"
     if not path.is_file():
@@ -79,11 +80,22 @@ def model_class(name: str):
 
 
 def load_denoiser(path):
-    """A trained model folder (config.json + safetensors) of any kind."""
+    """The denoiser of a model folder (pipeline layout: its denoiser/ folder) of any kind."""
+    from ..pipelines import read_model_index
+
+    info = read_model_index(path)
+    return model_class(info["denoiser"][1]).from_pretrained(Path(path) / "denoiser")
+
+
+def denoiser_folder(path) -> Path:
+    """Where a model folder's denoiser lies: DIR/denoiser for a model folder, DIR for a bare diffusers model."""
     import json
-    from pathlib import Path
+
+    from ..pipelines import read_model_index
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise LLMDiffError(f"{path} is not a trained model folder (no config.json); pass a run's model/ folder")
-    return model_class(json.loads((path / "config.json").read_text()).get("_class_name")).from_pretrained(path)
+    config = path / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("_class_name") not in ("LIDiT", "TextUNet", "AdaptedUNet"):
+        return path  # e.g. a Stable Diffusion unet/ folder
+    read_model_index(path)
+    return path / "denoiser"

@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention
 from diffusers.models.modeling_utils import ModelMixin
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..connectors.conditioner import TextInput
 from ..connectors.features import make_feature_connector
 from ..errors import LLMDiffError
-from ..utils import atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text
 
 
 class LLMDiffAttnProcessor(nn.Module):
@@ -103,34 +103,136 @@ def attach_adapter(unet, llm_dim: int) -> dict[str, LLMDiffAttnProcessor]:
     return procs
 
 
-def unload_adapter(unet) -> None:
-    """Restore the plain cross-attention processors."""
-    for attn in cross_attentions(unet).values():
-        attn.set_processor(AttnProcessor2_0())
+def llm_context(encoding: nn.Module, null_c: torch.Tensor, text: TextInput) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adapter's context (B, 1 + L, D_llm): a learnt null token, then the encoded LLM features; and its mask."""
+    b = text.features.shape[0]
+    c = encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
+    mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=c.device), text.mask], 1)
+    return torch.cat([null_c.expand(b, -1, -1), c], 1), mask
 
 
-def adapter_state_dict(unet) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, attn in cross_attentions(unet).items():
-        if isinstance(attn.processor, LLMDiffAttnProcessor):
-            out.update({f"{name}.{k}": v for k, v in attn.processor.state_dict().items()})
-    return out
+class BlendedAttnProcessor:
+    """What ``LLMAdapter.attach`` installs on an attn2: the processor that was there, blended with the adapter's.
+
+        out = previous(q, base context) + scale * (adapter(q, LLM context) - previous(q, base context))
+
+    so scale 0 is the base exactly and 1 the trained adapter exactly. It is not a ``Module``: the adapter's
+    weights stay in the ``LLMAdapter`` and never enter the U-Net's ``state_dict`` / ``save_pretrained``.
+    The U-Net is called with ``encoder_hidden_states = (base context, LLM context, LLM attention bias)``.
+    """
+
+    def __init__(self, previous, adapter: LLMDiffAttnProcessor):
+        self.previous, self.adapter, self.scale = previous, adapter, 1.0
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if not isinstance(encoder_hidden_states, tuple):
+            raise LLMDiffError("a U-Net with an LLM adapter is called with (base context, LLM context, LLM bias); "
+                               "sample through the pipeline")
+        ctx, llm_ctx, llm_bias = encoder_hidden_states
+        if self.scale == 0:
+            return self.previous(attn, hidden_states, ctx, attention_mask, temb)
+        new = self.adapter(attn, hidden_states, llm_ctx, llm_bias, temb)
+        if self.scale == 1:
+            return new
+        base = self.previous(attn, hidden_states, ctx, attention_mask, temb)
+        return base + self.scale * (new - base)
 
 
-def load_adapter(unet, path: Path | str) -> dict:
-    """Attach an adapter saved by ``AdaptedUNet.save_adapter`` to a U-Net; returns its config."""
-    path = Path(path)
-    if not (path / "adapter_config.json").is_file():
-        raise LLMDiffError(f"no adapter at {path} (expected adapter_config.json and adapter.safetensors)")
-    cfg = json.loads((path / "adapter_config.json").read_text())
-    attach_adapter(unet, cfg["llm_dim"])
-    weights = load_file(path / "adapter.safetensors")
-    for name, attn in cross_attentions(unet).items():
-        own = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")}
-        if not own:
-            raise LLMDiffError(f"adapter at {path} has no weights for {name}: it was trained for another U-Net layout")
-        attn.processor.load_state_dict(own)
-    return cfg
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "llm_adapter_config.json", "llm_adapter.safetensors"  # not PEFT's file names
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "-")  # a module path as a ModuleDict key
+
+
+class LLMAdapter(nn.Module):
+    """The LLMDiff adapter alone (processors, encoding connector, null token), loadable onto a U-Net base.
+
+    ``config``: ``llm_dim``, ``connector``, ``text_outputs``, ``encoders`` (the prompt encoder it reads),
+    ``base`` (what it was trained on) and ``layers`` ({attn2 name: [query, inner, context width, heads]}).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        d = config["llm_dim"]
+        self.processors = nn.ModuleDict({_key(n): LLMDiffAttnProcessor(q, i, c, d, h)
+                                         for n, (q, i, c, h) in config["layers"].items()})
+        self.llm_encoding = make_feature_connector(config["connector"], d, d, config["text_outputs"])
+        self.null_c = nn.Parameter(torch.zeros(1, 1, d))
+        self._installed: dict[str, BlendedAttnProcessor] = {}
+
+    @classmethod
+    def from_adapted(cls, model: "AdaptedUNet") -> "LLMAdapter":
+        layers = {n: [p.to_q.in_features, p.to_q.out_features, p.phi.out_features, p.heads]
+                  for n, p in model.processors.items()}
+        c = model.config
+        adapter = cls({"llm_dim": c.text_dims[0], "connector": c.connector, "text_outputs": c.text_outputs[0],
+                       "encoders": [dict(e) for e in c.encoders], "base": c.base_path, "layers": layers})
+        for n, p in model.processors.items():
+            adapter.processors[_key(n)].load_state_dict(p.state_dict())
+        adapter.llm_encoding.load_state_dict(model.llm_encoding.state_dict())
+        adapter.null_c.data.copy_(model.null_c.data)
+        return adapter.to(model.dtype)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "LLMAdapter":
+        path = Path(path)
+        if not (path / ADAPTER_CONFIG).is_file() or not (path / ADAPTER_WEIGHTS).is_file():
+            raise LLMDiffError(f"no LLM adapter at {path} (expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}; write one "
+                               "with AdaptedUNet.save_adapter)")
+        adapter = cls(json.loads((path / ADAPTER_CONFIG).read_text()))
+        adapter.load_state_dict(load_file(path / ADAPTER_WEIGHTS))
+        return adapter.eval().requires_grad_(False)
+
+    def save(self, path: Path | str) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path / ADAPTER_WEIGHTS, save({k: v.detach().contiguous() for k, v in self.state_dict().items()}))
+        atomic_write_text(path / ADAPTER_CONFIG, json.dumps(self.config, indent=2) + "\n")
+        return path
+
+    def context(self, text: TextInput) -> tuple[torch.Tensor, torch.Tensor]:
+        return llm_context(self.llm_encoding, self.null_c, text)
+
+    def attach(self, unet) -> None:
+        """Install a blended processor on every attn2 of `unet`, remembering the processor each had."""
+        attns = cross_attentions(unet)
+        if set(attns) != set(self.config["layers"]):
+            raise LLMDiffError("this adapter was trained for another U-Net layout (its cross-attention layers differ)")
+        for name, attn in attns.items():
+            self._installed[name] = BlendedAttnProcessor(attn.processor, self.processors[_key(name)])
+            attn.set_processor(self._installed[name])
+
+    def detach(self, unet) -> None:
+        """Give every attn2 back the very processor it had before ``attach``."""
+        for name, attn in cross_attentions(unet).items():
+            if name in self._installed:
+                attn.set_processor(self._installed[name].previous)
+        self._installed = {}
+
+    def set_scale(self, scale: float) -> None:
+        if not isinstance(scale, (int, float)) or scale != scale:
+            raise LLMDiffError(f"the adapter scale must be a number, got {scale!r}")
+        for proc in self._installed.values():
+            proc.scale = float(scale)
+
+
+class AdaptedDenoiser(nn.Module):
+    """A U-Net base (``TextUNet``) with an ``LLMAdapter`` attached, as the sampler calls it: texts are
+    [the base encoder's, the adapter encoder's]."""
+
+    def __init__(self, base, adapter: LLMAdapter):
+        super().__init__()
+        self.base, self.adapter = base, adapter
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
+        ctx, mask = self.base.context(texts[0])
+        llm_ctx, llm_mask = self.adapter.context(texts[1])
+        llm_bias = ((1 - llm_mask.to(sample.dtype)) * -10000.0)[:, None]  # as the U-Net turns a mask into a bias
+        return self.base.unet(sample, timestep, encoder_hidden_states=(ctx, llm_ctx, llm_bias),
+                              encoder_attention_mask=mask.long()).sample
 
 
 class AdaptedUNet(ModelMixin, ConfigMixin):
@@ -171,35 +273,24 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
         return {n: a.processor for n, a in cross_attentions(self.unet).items()}
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
-        text = texts[0]
-        b = sample.shape[0]
-        c = self.llm_encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
-        ctx = torch.cat([self.null_c.expand(b, -1, -1), c], 1)
-        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=c.device), text.mask], 1)
+        ctx, mask = llm_context(self.llm_encoding, self.null_c, texts[0])
         return self.unet(sample, timestep, encoder_hidden_states=ctx, encoder_attention_mask=mask.long()).sample
 
     def save_adapter(self, path: Path | str) -> Path:
-        """The adapter alone: adapter.safetensors (processors, connector, null token) + adapter_config.json."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = adapter_state_dict(self.unet)
-        tensors.update({f"llm_encoding.{k}": v for k, v in self.llm_encoding.state_dict().items()})
-        tensors["null_c"] = self.null_c.detach()
-        save_file({k: v.contiguous() for k, v in tensors.items()}, path / "adapter.safetensors")
-        cfg = {"base_path": self.config.base_path, "llm_dim": self.config.text_dims[0],
-               "connector": self.config.connector, "encoders": list(self.config.encoders)}
-        atomic_write_text(path / "adapter_config.json", json.dumps(cfg, indent=2) + "\n")
-        return path
+        """The adapter alone (llm_adapter.safetensors + llm_adapter_config.json), for ``load_llm_adapter``."""
+        return LLMAdapter.from_adapted(self).save(path)
 
 
 def load_base_unet(path: Path | str):
     """The frozen base: a trained TextUNet folder (its inner U-Net) or a diffusers UNet2DConditionModel folder."""
     from diffusers import UNet2DConditionModel
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
+    from . import denoiser_folder
+
+    if not Path(path).is_dir():
         raise LLMDiffError(f"no trained base U-Net at {path}; train it with configs/shapes-unet-base.yaml, or point "
                            "model.base at a Stable Diffusion unet/ folder")
+    path = denoiser_folder(path)
     kind = json.loads((path / "config.json").read_text()).get("_class_name")
     if kind == "TextUNet":
         from .unet import TextUNet

@@ -13,11 +13,11 @@ def evaluate_model(model_dir: Path | str, out: Path | str, suites=("geneval",), 
                    seed: int = 0, guidance_scale: float | None = None, num_inference_steps: int | None = None,
                    pipe=None, progress: bool = True) -> dict:
     """OUT/<suite>/images (GenEval layout) and OUT/<suite>/eval (reports); returns {suite: summary}."""
-    from ..pipelines import LLMDiffPipeline, generate_suite
+    from ..pipelines import generate_suite, load_pipeline
     from ..shapes.suites import load_suite
 
     out = Path(out)
-    pipe = pipe or LLMDiffPipeline.from_model_dir(model_dir)
+    pipe = pipe or load_pipeline(model_dir)
     summaries = {}
     for suite in suites:
         images = generate_suite(pipe, load_suite(suite), out / suite / "images", images_per_prompt, seed,

@@ -133,6 +133,7 @@ def text_sensitivity(pipe, pairs: list[tuple[str, str, str]] | None = None, n_im
                      seed: int = 0) -> dict:
     """The probe's measurements for one pipeline (see the module docstring)."""
     from ..diffusion import add_noise, empty_like, predicted_clean
+    from ..pipelines import generators_for
 
     pairs = pairs or DEFAULT_PAIRS
     model = pipe.denoiser
@@ -142,11 +143,11 @@ def text_sensitivity(pipe, pairs: list[tuple[str, str, str]] | None = None, n_im
     rows = []
     try:
         for kind, a, b in pairs:
-            texts = pipe.encode([a, b], n_images)  # rows: A x n, then B x n
+            texts, _ = pipe.encode_prompt([a, b], None, False, n_images)  # rows: A x n, then B x n
             ta = [t.select(slice(0, n_images)) for t in texts]
             tb = [t.select(slice(n_images, None)) for t in texts]
-            x0 = pipe.sample_images(ta, pipe.defaults["num_inference_steps"], pipe.defaults["guidance_scale"],
-                                    noise=pipe.noise([seed * 1000 + i for i in range(n_images)]), decode=False)
+            x0 = pipe(prompt_embeds=ta, generator=generators_for([seed * 1000 + i for i in range(n_images)]),
+                      output_type="latent").images
             token = _differing_token(pipe, a, b)
             gen = torch.Generator().manual_seed(seed)
             noise = torch.randn(x0.shape, generator=gen)
@@ -221,11 +222,13 @@ def write_probe(results: dict[str, dict], out: Path | str) -> Path:
 
 
 def probe_models(models: list[str], out: Path | str, n_images: int = 4, seed: int = 0) -> Path:
-    from ..pipelines import LLMDiffPipeline
+    from ..pipelines import load_pipeline, read_model_index
 
+    for m in models:
+        read_model_index(m)  # every folder is checked before the first one runs
     results = {}
     for m in models:
-        if not (Path(m) / "config.json").is_file():
-            raise LLMDiffError(f"{m} is not a model folder (no config.json); give a trained model folder")
-        results[Path(m).name] = text_sensitivity(LLMDiffPipeline.from_model_dir(m), n_images=n_images, seed=seed)
+        pipe = load_pipeline(m)
+        pipe.set_progress_bar_config(disable=True)
+        results[Path(m).name] = text_sensitivity(pipe, n_images=n_images, seed=seed)
     return write_probe(results, out)

@@ -86,11 +86,11 @@ def load_checkpoint(path: Path) -> dict:
     return out
 
 
-def export_checkpoint(ckpt: Path, out: Path, autoencoder: str | None = None) -> Path:
-    """A model folder (config.json + safetensors, EMA weights, vae/ if latent) from one checkpoint."""
-    import shutil as _shutil
-
+def export_checkpoint(ckpt: Path, out: Path) -> Path:
+    """A model folder in the pipeline layout (EMA weights, the run's sampling defaults, vae/ for a latent model)
+    from one checkpoint; the trainer's final export and `llmdiff export` both come here."""
     from ..denoisers import model_class
+    from ..pipelines import export_model
 
     ckpt, out = Path(ckpt), Path(out)
     if not (ckpt / "config.json").is_file():
@@ -102,7 +102,15 @@ def export_checkpoint(ckpt: Path, out: Path, autoencoder: str | None = None) -> 
     if tensors["ema"] is not None:
         state.update(tensors["ema"])
     model.load_state_dict(state)
-    model.save_pretrained(out)
-    if autoencoder:
-        _shutil.copytree(autoencoder, out / "vae", dirs_exist_ok=True)
-    return out
+    run = tensors["state"]
+    cfg = run.get("config", {})
+    vae = None
+    if cfg.get("model", {}).get("autoencoder"):
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(cfg["model"]["autoencoder"])
+    training = {"name": cfg.get("name"), "steps": run["step"], "processes": run.get("processes", 1),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "data": cfg.get("data"), "text": cfg.get("text")}
+    return export_model(model.eval(), out, cfg.get("sample"), vae, training)

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from ..config import ExperimentConfig, load_config, save_config, to_dict
-from ..diffusion import make_scheduler, sample, to_uint8, training_loss
+from ..diffusion import to_uint8, training_loss
 from ..errors import LLMDiffError
 from ..utils import atomic_write_text
-from .checkpoint import list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
+from .checkpoint import export_checkpoint, list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
 from .data import cached_features, training_data
 
 SAMPLE_PROMPTS = [
@@ -197,7 +197,8 @@ class Trainer:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir / "checkpoints", self.step, self.acc.unwrap_model(self.model), self.ema,
-                            self.opt, {"config": to_dict(self.cfg)}, keep=self.cfg.train.keep_checkpoints)
+                            self.opt, {"config": to_dict(self.cfg), "processes": self.acc.num_processes},
+                            keep=self.cfg.train.keep_checkpoints)
             self._plot_loss()
         self.acc.wait_for_everyone()
 
@@ -210,20 +211,19 @@ class Trainer:
         return model.eval()
 
     def _sample_grid(self) -> None:
+        """The fixed prompts through the pipeline's sampling, with the run's sample settings."""
         if not self.acc.is_main_process:
             return
+        from ..diffusion import make_scheduler
+        from ..pipelines import TextToImage
         from ..viz import image_grid
 
-        model = self.ema_model()
-        gen = torch.Generator().manual_seed(0)
         sc = self.cfg.sample
-        texts = [t.to(self.acc.device) for t in self.sample_texts]
-        c, size = model.config.in_channels, model.config.sample_size
-        imgs = sample(model, texts, make_scheduler(self.cfg.train.objective, sc.scheduler), sc.steps,
-                      sc.guidance_scale, gen, (c, size, size))
-        if self.codec is not None:
-            imgs = self.codec.decode(imgs)
-        image_grid(to_uint8(imgs), SAMPLE_PROMPTS, self.run_dir / "samples" / f"step-{self.step:07d}.png",
+        pipe = TextToImage(self.ema_model(), make_scheduler(self.cfg.train.objective, sc.scheduler),
+                           self.codec.ae if self.codec is not None else None, to_dict(sc))
+        pipe.set_progress_bar_config(disable=True)
+        imgs = pipe(prompt_embeds=self.sample_texts, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        image_grid(to_uint8(imgs * 2 - 1), SAMPLE_PROMPTS, self.run_dir / "samples" / f"step-{self.step:07d}.png",
                    title=f"{self.cfg.name}, step {self.step}, guidance {sc.guidance_scale}")
 
     def _plot_loss(self) -> None:
@@ -234,20 +234,10 @@ class Trainer:
                        title=f"{self.cfg.name}: training loss")
 
     def _export(self) -> Path:
+        """The model folder from the final checkpoint, through the same export as `llmdiff export`."""
         out = self.run_dir / "model"
         if self.acc.is_main_process:
-            model = self.ema_model()
-            model.save_pretrained(out)
-            if self.codec is not None:  # the model folder is self-contained: its decoder goes with it
-                import shutil
-
-                shutil.copytree(self.codec.path, out / "vae", dirs_exist_ok=True)
-            atomic_write_text(out / "llmdiff.json", json.dumps({
-                "name": self.cfg.name, "steps": self.step, "processes": self.acc.num_processes,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "trainable_parameters": sum(p.numel() for p in self.trainable.values()),
-                "sample": to_dict(self.cfg.sample),
-                "data": to_dict(self.cfg.data), "text": to_dict(self.cfg.text)}, indent=2) + "\n")
+            export_checkpoint(list_checkpoints(self.run_dir / "checkpoints")[-1], out)
             self._plot_loss()
         self.acc.wait_for_everyone()
         return out
