@@ -162,7 +162,8 @@ def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_s
     for i, t in enumerate(bar):
         x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         x_in = torch.cat([x_in, x_in]) if guided else x_in
-        out = model(x_in.to(texts[0].features.dtype), t.float().expand(x_in.shape[0]), both).float()
+        dtype = texts[0].features.dtype  # the model's (the pipeline casts features to it)
+        out = model(x_in.to(dtype), t.to(dtype).expand(x_in.shape[0]), both).float()
         if guided:
             cond, uncond_out = out.chunk(2)
             out = uncond_out + guidance_scale * (cond - uncond_out)

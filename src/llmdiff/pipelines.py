@@ -159,13 +159,14 @@ class TextToImage:
         return next(self.denoiser.parameters()).dtype
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-        """Move every component: the denoiser, the autoencoder, the prompt encoders and a loaded adapter."""
+        """Move every component: the denoiser, the autoencoder and a loaded adapter now, the prompt encoders (frozen,
+        kept in the dtype they were trained in) by loading them on the new device at the next prompt."""
+        moved = device is not None and torch.device(device) != self.device
         for module in (self.denoiser, self.vae, self.llm_adapter):
             if module is not None:
                 module.to(device=device, dtype=dtype)
-        if device is not None:
-            for enc in self.encoders or []:
-                enc.to(device)
+        if moved:
+            self.encoders = None
         self._codec = None
         return self
 
