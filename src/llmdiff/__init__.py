@@ -1,8 +1,12 @@
 """llmdiff: text-to-image diffusion conditioned on decoder-only LLMs (LLMDiff adapter, LI-DiT)."""
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("llmdiff")
-except PackageNotFoundError:  # a source tree on sys.path without an install
-    __version__ = "0+unknown"
+def __getattr__(name: str):
+    if name == "__version__":  # read on demand: importlib.metadata costs a cold start tenths of a second
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("llmdiff")
+        except PackageNotFoundError:  # a source tree on sys.path without an install
+            return "0+unknown"
+    raise AttributeError(f"module 'llmdiff' has no attribute {name!r}")

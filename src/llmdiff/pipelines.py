@@ -162,6 +162,7 @@ class TextToImage:
         """Move every component: the denoiser, the autoencoder and a loaded adapter now, the prompt encoders (frozen,
         kept in the dtype they were trained in) by loading them on the new device at the next prompt."""
         moved = device is not None and torch.device(device) != self.device
+        dtype = None if dtype == self.dtype else dtype
         for module in (self.denoiser, self.vae, self.llm_adapter):
             if module is not None:
                 module.to(device=device, dtype=dtype)

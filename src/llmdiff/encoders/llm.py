@@ -51,6 +51,18 @@ def parse_layers(spec, n_blocks: int) -> list[int]:
 
 
 @contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+@contextmanager
 def truncated(core: nn.Module, depth: int):
     """Run only the first `depth` decoder blocks (the modules are shared, nothing is copied)."""
     full = core.layers
@@ -112,14 +124,20 @@ class DecoderPromptEncoder(PromptEncoder):
     def __init__(self, config: EncoderConfig, device: str | torch.device = "cpu", model: nn.Module | None = None,
                  tokenizer=None, model_id: str | None = None):
         self.config = config
+        n_blocks = None
         if model is None:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
 
             from .models import resolve_model
 
             resolved = resolve_model(config.model)
             tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype))
+            n_blocks = AutoConfig.from_pretrained(resolved.path).num_hidden_layers
+            depth = self._depth(parse_layers(config.layers, n_blocks), n_blocks)
+            # load only the blocks the features come from (the deeper ones would never run)
+            kept = {"num_hidden_layers": depth} if 0 < depth < n_blocks else {}
+            with _quiet_transformers():  # its load report would list every block left out as "unexpected"
+                model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype), **kept)
             model_id = resolved.model_id
         self.core = getattr(model, "model", model) if not hasattr(model, "layers") else model
         if not hasattr(self.core, "layers"):
@@ -130,13 +148,17 @@ class DecoderPromptEncoder(PromptEncoder):
         self.model_id = model_id or "in-memory"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        self.n_blocks = len(self.core.layers)
+        self.n_blocks = n_blocks or len(self.core.layers)
         self.layer_ids = parse_layers(config.layers, self.n_blocks)
-        self.depth = self.n_blocks if config.mode == "blockwise" and config.layers == "all" else max(self.layer_ids)
+        self.depth = self._depth(self.layer_ids, self.n_blocks)
         if config.mode == "blockwise" and self.depth == 0:
             raise LLMDiffError("blockwise encoding needs at least one block; use layers='all' or a positive depth")
         self.prefix_ids, self.suffix_ids = self._template_ids()
         self._prefix_state = None
+
+    def _depth(self, layer_ids: list[int], n_blocks: int) -> int:
+        """Decoder blocks that must run: up to the deepest layer asked for (every block for block-wise 'all')."""
+        return n_blocks if self.config.mode == "blockwise" and self.config.layers == "all" else max(layer_ids)
 
     # --- template ---------------------------------------------------------------------------------
 
