@@ -244,6 +244,7 @@ def test_cli_writes_pngs_with_metadata_that_regenerate_the_image(lidit_dir, tmp_
     b = np.asarray(Image.open(tmp_path / "again.png")).astype(int)
     assert np.abs(a - b).max() <= 1  # batch of 4 vs batch of 1: fp32 differences of ~1e-6 may flip a rounding
     assert main(["generate", "--from-png", str(tmp_path / "p.txt")]) == 2
+    assert main(["generate", "a red circle", "--model", str(lidit_dir), "--device", "gpu"]) == 2
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["--version"])

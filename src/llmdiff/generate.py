@@ -80,6 +80,7 @@ def run_generate(args, default_model: Path) -> None:
         raise LLMDiffError(f"--images-per-prompt must be at least 1, got {args.images_per_prompt}")
     if args.dtype not in DTYPES:
         raise LLMDiffError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    check_device(args.device)
     from .pipelines import generate_suite, image_seed, load_pipeline
 
     model = Path(args.model) if args.model else default_model
@@ -120,6 +121,21 @@ def run_generate(args, default_model: Path) -> None:
         print(f"wrote {len(images)} images to {paths[0].parent} ({paths[0].name}, ...) and the grid {grid}")
     else:
         print(f"wrote {paths[0]}")
+
+
+def check_device(device: str | None) -> None:
+    """A one-line error for a device torch does not know or this machine does not have."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise LLMDiffError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(kind, False):
+        raise LLMDiffError(f"--device {device}: this machine has no {kind} device torch can use")
 
 
 def output_paths(out: Path, images: list[tuple[int, int]]) -> list[Path]:
