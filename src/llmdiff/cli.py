@@ -165,7 +165,7 @@ command("export")(_run_export)
 
 @command("convert")
 def _convert(args) -> None:
-    from .pipelines import convert_model_folder
+    from .model_folder import convert_model_folder
 
     out = convert_model_folder(args.old, args.new)
     print(f"converted {args.old} into the pipeline layout at {out}")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LLMDiffError
-
 
 def demo_entries(full: bool = False) -> list[dict]:
     from .shapes.suites import GENEVAL_TAGS, load_suite

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
-from .pipelines import SAMPLE_DEFAULTS, TextToImage, read_model_index
+from .model_folder import SAMPLE_DEFAULTS, read_model_index
+from .pipelines import TextToImage
 
 
 class LLMDiffPipeline(TextToImage, DiffusionPipeline):

@@ -6,14 +6,7 @@
     images = pipe("a red circle to the left of a blue square", negative_prompt="a green square",
                   num_images_per_prompt=4, generator=torch.Generator().manual_seed(0)).images
 
-A model folder is a diffusers pipeline folder::
-
-    model_index.json   the components and `sample_config` (steps, guidance scale, scheduler: the one place
-                       sampling defaults live)
-    denoiser/          config.json (with the prompt-encoder spec it was trained on) + safetensors
-    scheduler/         the diffusers scheduler it samples with
-    vae/               the autoencoder, for a latent model
-    training.json      how it was trained (name, steps, data, text); not read at generation
+A model folder is a diffusers pipeline folder (``model_folder.py``: its layout, export and conversion).
 
 The frozen prompt encoders are not stored: the denoiser's config records which ones it was trained
 with (model, layers, template, ...), the pipeline loads exactly those, and refuses a mismatched one.
@@ -27,7 +20,6 @@ every diffusers model class (seconds of a cold start the command line does not n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,11 +31,11 @@ from diffusers.utils import BaseOutput
 from .connectors.conditioner import TextInput
 from .diffusion import cat_rows, empty_like
 from .errors import LLMDiffError
+from .model_folder import SAMPLE_DEFAULTS, load_scheduler, read_model_index, sample_config_of
 
 # Fields of an encoder config that change the features (the rest only change speed or strictness).
 FEATURE_FIELDS = ("model", "layers", "mode", "normalize", "block_groups", "instruction", "chat_template",
                   "max_length", "padding_side", "keep_instruction")
-SAMPLE_DEFAULTS = {"steps": 25, "guidance_scale": 2.0, "scheduler": "default"}  # SampleConfig's fields
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # The file diffusers' custom-pipeline loader imports: it only re-exports LLMDiffPipeline (nothing is downloaded).
 CUSTOM_PIPELINE = str(Path(__file__).with_name("diffusers_custom_pipeline.py"))
@@ -61,32 +53,6 @@ def _feature_fields(cfg: dict) -> dict:
     d = {k: cfg.get(k) for k in FEATURE_FIELDS}
     d["layers"] = list(d["layers"]) if isinstance(d["layers"], (list, tuple)) else d["layers"]
     return d
-
-
-def read_model_index(path: Path | str) -> dict:
-    """model_index.json of a model folder; a one-line error that says how to convert an old-layout folder."""
-    path = Path(path)
-    index = path / "model_index.json"
-    if not index.is_file():
-        if (path / "config.json").is_file() and (path / "diffusion_pytorch_model.safetensors").is_file():
-            raise LLMDiffError(f"{path} is a model folder in the old llmdiff layout (no model_index.json); convert it "
-                               f"with `llmdiff convert {path} {path}-converted`")
-        raise LLMDiffError(f"no trained model at {path} (no model_index.json); pass a model folder such as "
-                           "models/shapes-lidit or a run's model/ folder (train one with `llmdiff train`)")
-    info = json.loads(index.read_text())
-    for name in ("denoiser", "scheduler"):
-        entry = info.get(name)
-        if not (isinstance(entry, list) and len(entry) == 2 and entry[1]):
-            raise LLMDiffError(f"{index} names no {name}; re-export the model with `llmdiff export`")
-        if not (path / name).is_dir():
-            raise LLMDiffError(f"{path} is missing its {name}/ folder (model_index.json names one)")
-    if (info.get("vae") or [None, None])[1] and not (path / "vae").is_dir():
-        raise LLMDiffError(f"{path} is missing its vae/ folder (model_index.json names one)")
-    return info
-
-
-def sample_config_of(info: dict) -> dict:
-    return {**SAMPLE_DEFAULTS, **(info.get("sample_config") or {})}
 
 
 def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
@@ -387,82 +353,11 @@ class TextToImage:
         self.llm_adapter = None
 
 
-def export_model(denoiser, out: Path | str, sample_config: dict | None = None, vae=None,
-                 training: dict | None = None) -> Path:
-    """Write a model folder (the one export path: training, `llmdiff export` and `llmdiff convert` use it).
-
-    The folder is written beside `out` and renamed into place; an existing `out` is replaced only if it is a
-    model folder (a re-export), never anything else.
-    """
-    import os
-    import shutil
-    import tempfile
-
-    from .diffusers_pipeline import LLMDiffPipeline
-    from .diffusion import make_scheduler
-    from .utils import atomic_write_text
-
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not _is_model_folder(out):
-        raise LLMDiffError(f"{out} exists and is not a model folder; choose another output folder")
-    sample_config = {**SAMPLE_DEFAULTS, **(sample_config or {})}
-    scheduler = make_scheduler(denoiser.config.objective, sample_config["scheduler"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        LLMDiffPipeline(denoiser, scheduler, vae, sample_config).save_pretrained(tmp)
-        if training:
-            atomic_write_text(tmp / "training.json", json.dumps(training, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _is_model_folder(path: Path) -> bool:
-    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
-
-
-def convert_model_folder(old: Path | str, new: Path | str) -> Path:
-    """An old-layout folder (config.json + safetensors + llmdiff.json [+ vae/]) in the pipeline layout."""
-    from .denoisers import model_class
-
-    old, new = Path(old), Path(new)
-    if (old / "model_index.json").is_file():
-        raise LLMDiffError(f"{old} is already in the pipeline layout")
-    if not (old / "config.json").is_file():
-        raise LLMDiffError(f"{old} is not an llmdiff model folder (no config.json)")
-    if new.exists() and any(new.iterdir()):
-        raise LLMDiffError(f"{new} exists; give a new folder to convert into")
-    denoiser = model_class(json.loads((old / "config.json").read_text()).get("_class_name")).from_pretrained(old)
-    info = json.loads((old / "llmdiff.json").read_text()) if (old / "llmdiff.json").is_file() else {}
-    vae = None
-    if (old / "vae" / "config.json").is_file():
-        from diffusers import AutoencoderKL
-
-        vae = AutoencoderKL.from_pretrained(old / "vae")
-    training = {k: v for k, v in info.items() if k != "sample"}
-    return export_model(denoiser.eval(), new, info.get("sample"), vae, training or None)
-
-
 def load_pipeline(path: Path | str, scheduler: str | None = None, device: str | None = None,
                   torch_dtype: torch.dtype | None = None) -> TextToImage:
     """A model folder for sampling, without diffusers' pipeline machinery (the command line's loader)."""
     pipe = TextToImage.from_pretrained(path, scheduler=scheduler)
     return pipe.to(device, torch_dtype) if device is not None or torch_dtype is not None else pipe
-
-
-def load_scheduler(path: Path, class_name: str):
-    """A saved scheduler of one of the kinds llmdiff samples with (nothing else is imported)."""
-    from .diffusion import SCHEDULER_CLASSES
-
-    if class_name not in SCHEDULER_CLASSES:
-        raise LLMDiffError(f"{path} holds a {class_name}; llmdiff samples with {', '.join(SCHEDULER_CLASSES)}")
-    import diffusers
-
-    return getattr(diffusers, class_name).from_pretrained(path)
 
 
 @dataclass

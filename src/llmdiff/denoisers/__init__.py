@@ -81,7 +81,7 @@ def model_class(name: str):
 
 def load_denoiser(path):
     """The denoiser of a model folder (pipeline layout: its denoiser/ folder) of any kind."""
-    from ..pipelines import read_model_index
+    from ..model_folder import read_model_index
 
     info = read_model_index(path)
     return model_class(info["denoiser"][1]).from_pretrained(Path(path) / "denoiser")
@@ -91,7 +91,7 @@ def denoiser_folder(path) -> Path:
     """Where a model folder's denoiser lies: DIR/denoiser for a model folder, DIR for a bare diffusers model."""
     import json
 
-    from ..pipelines import read_model_index
+    from ..model_folder import read_model_index
 
     path = Path(path)
     config = path / "config.json"

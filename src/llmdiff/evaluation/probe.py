@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LLMDiffError
 from ..utils import atomic_write_text
 
 # One word changes between A and B; `kind` groups the pairs in the report.
@@ -222,7 +221,8 @@ def write_probe(results: dict[str, dict], out: Path | str) -> Path:
 
 
 def probe_models(models: list[str], out: Path | str, n_images: int = 4, seed: int = 0) -> Path:
-    from ..pipelines import load_pipeline, read_model_index
+    from ..model_folder import read_model_index
+    from ..pipelines import load_pipeline
 
     for m in models:
         read_model_index(m)  # every folder is checked before the first one runs

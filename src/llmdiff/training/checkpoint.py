@@ -90,7 +90,7 @@ def export_checkpoint(ckpt: Path, out: Path) -> Path:
     """A model folder in the pipeline layout (EMA weights, the run's sampling defaults, vae/ for a latent model)
     from one checkpoint; the trainer's final export and `llmdiff export` both come here."""
     from ..denoisers import model_class
-    from ..pipelines import export_model
+    from ..model_folder import export_model
 
     ckpt, out = Path(ckpt), Path(out)
     if not (ckpt / "config.json").is_file():
