@@ -2,8 +2,9 @@
 
     python scripts/bench_cold_start.py [--model models/shapes-lidit] [--runs 3] [--src src] [--cli-only]
 
-Two measurements, each the best of --runs fresh processes:
-* the wall time of `python -m llmdiff.cli generate PROMPT --out x.png` (interpreter start to exit);
+Two measurements, each the best of --runs fresh processes, as wall time and as CPU time (user + system: on a
+machine other jobs keep busy the wall time grows several-fold, the CPU time much less):
+* the time of `python -m llmdiff.cli generate PROMPT --out x.png` (interpreter start to exit);
 * the same work split into stages inside one fresh process: imports, loading the pipeline (denoiser,
   scheduler), loading the LLM, encoding the prompt, sampling, decoding + writing the PNG.
 Then the throughput of a warm pipeline on a batch of 64 images (16 prompts x 4). `--src` points PYTHONPATH at
@@ -27,24 +28,25 @@ PROMPT = "a red circle to the left of a blue square"
 
 STAGES = """
 import json, sys, time
-t0 = time.perf_counter()
+marks = [(time.perf_counter(), time.process_time())]
+mark = lambda: marks.append((time.perf_counter(), time.process_time()))
 import torch
 from llmdiff.pipelines import load_pipeline
-t1 = time.perf_counter()
+mark()
 pipe = load_pipeline(sys.argv[1])
 pipe.set_progress_bar_config(disable=True)
-t2 = time.perf_counter()
+mark()
 pipe.load_encoders()
-t3 = time.perf_counter()
+mark()
 embeds, negative = pipe.encode_prompt(sys.argv[2])
-t4 = time.perf_counter()
+mark()
 latents = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, generator=torch.Generator().manual_seed(0),
                output_type="latent").images
-t5 = time.perf_counter()
+mark()
 pipe.postprocess(latents, "pil")[0].save(sys.argv[3])
-t6 = time.perf_counter()
-print(json.dumps({"imports": t1 - t0, "pipeline load": t2 - t1, "LLM load": t3 - t2, "encoding": t4 - t3,
-                  "sampling": t5 - t4, "decoding": t6 - t5}))
+mark()
+names = ["imports", "pipeline load", "LLM load", "encoding", "sampling", "decoding"]
+print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
 """
 
 THROUGHPUT = """
@@ -61,12 +63,16 @@ print(json.dumps({"images": 64, "seconds": time.perf_counter() - t}))
 """
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, str]:
-    t = time.perf_counter()
+def run(cmd: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system, what other load inflates least) and stdout of a fresh process."""
+    import resource
+
+    cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))  # noqa: E731
+    t, c = time.perf_counter(), cpu()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{' '.join(cmd[:4])} ... failed:\n{out.stderr[-2000:]}")
-    return time.perf_counter() - t, out.stdout
+    return time.perf_counter() - t, cpu() - c, out.stdout
 
 
 def main() -> None:
@@ -80,23 +86,27 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": args.src}
     tmp = Path(tempfile.mkdtemp(prefix="llmdiff-bench-"))
     load_before = os.getloadavg()[0]
-    wall = min(run([sys.executable, "-m", "llmdiff.cli", "generate", PROMPT, "--model", args.model, "--out",
-                    str(tmp / "x.png")], env)[0] for _ in range(args.runs))
-    result = {"command_seconds": wall, "model": args.model, "src": args.src, "threads": os.cpu_count()}
+    cli = [run([sys.executable, "-m", "llmdiff.cli", "generate", PROMPT, "--model", args.model, "--out",
+                str(tmp / "x.png")], env) for _ in range(args.runs)]
+    wall, cpu = min(r[0] for r in cli), min(r[1] for r in cli)
+    result = {"command_seconds": wall, "command_cpu_seconds": cpu, "model": args.model, "src": args.src,
+              "cores": os.cpu_count()}
     if not args.cli_only:
-        stages = [json.loads(run([sys.executable, "-c", STAGES, args.model, PROMPT, str(tmp / "y.png")], env)[1])
+        stages = [json.loads(run([sys.executable, "-c", STAGES, args.model, PROMPT, str(tmp / "y.png")], env)[2])
                   for _ in range(args.runs)]
-        result["stages_seconds"] = {k: min(s[k] for s in stages) for k in stages[0]}
-        batch = json.loads(run([sys.executable, "-c", THROUGHPUT, args.model], env)[1])
+        result["stages_seconds"] = {k: min(s[k][0] for s in stages) for k in stages[0]}
+        result["stages_cpu_seconds"] = {k: min(s[k][1] for s in stages) for k in stages[0]}
+        batch = json.loads(run([sys.executable, "-c", THROUGHPUT, args.model], env)[2])
         result["batch64_images_per_second"] = batch["images"] / batch["seconds"]
     result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    lines = [f"`llmdiff generate` one 32 px image ({args.model}, default steps): **{wall:.1f} s** wall "
-             f"(best of {args.runs} fresh processes; load average {result['load_average'][0]} -> "
+    lines = [f"`llmdiff generate` one 32 px image ({args.model}, default steps): **{wall:.1f} s** wall, {cpu:.1f} s "
+             f"CPU (best of {args.runs} fresh processes; load average {result['load_average'][0]} -> "
              f"{result['load_average'][1]} on {os.cpu_count()} cores)", ""]
     if "stages_seconds" in result:
-        lines += ["| stage | seconds |", "|---|---:|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in result["stages_seconds"].items()]
-        lines += [f"| **sum** | **{sum(result['stages_seconds'].values()):.2f}** |", "",
+        wall_s, cpu_s = result["stages_seconds"], result["stages_cpu_seconds"]
+        lines += ["| stage | wall s | CPU s |", "|---|---:|---:|"]
+        lines += [f"| {k} | {wall_s[k]:.2f} | {cpu_s[k]:.2f} |" for k in wall_s]
+        lines += [f"| **sum** | **{sum(wall_s.values()):.2f}** | **{sum(cpu_s.values()):.2f}** |", "",
                   f"Batch of 64 images (16 prompts x 4), warm: {result['batch64_images_per_second']:.1f} images/s"]
     print("\n".join(lines))
     print(json.dumps(result))
@@ -104,6 +114,7 @@ def main() -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "cold_start.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / "cold_start.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
