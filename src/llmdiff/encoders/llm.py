@@ -138,6 +138,7 @@ class DecoderPromptEncoder(PromptEncoder):
             kept = {"num_hidden_layers": depth} if 0 < depth < n_blocks else {}
             with _quiet_transformers():  # its load report would list every block left out as "unexpected"
                 model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype), **kept)
+            model.config.full_num_hidden_layers = n_blocks  # layer indices count from the full model's depth
             model_id = resolved.model_id
         self.core = getattr(model, "model", model) if not hasattr(model, "layers") else model
         if not hasattr(self.core, "layers"):
@@ -148,7 +149,7 @@ class DecoderPromptEncoder(PromptEncoder):
         self.model_id = model_id or "in-memory"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        self.n_blocks = n_blocks or len(self.core.layers)
+        self.n_blocks = n_blocks or getattr(self.core.config, "full_num_hidden_layers", len(self.core.layers))
         self.layer_ids = parse_layers(config.layers, self.n_blocks)
         self.depth = self._depth(self.layer_ids, self.n_blocks)
         if config.mode == "blockwise" and self.depth == 0:
