@@ -130,13 +130,14 @@ def test_padding_invariance(tiny_lm):
 
 
 def test_repeat_keeps_features_and_masks_in_the_same_order(tiny_lm):
-    out = make(tiny_lm).encode(PROMPTS[:3])
+    out = make(tiny_lm, instruction="default", keep_instruction=True).encode(PROMPTS[:3])
     rep = out.repeat(4)
     assert rep.features.shape[0] == 12
     for i in range(3):
         for j in range(4):
             assert torch.equal(rep.features[4 * i + j], out.features[i])
             assert torch.equal(rep.mask[4 * i + j], out.mask[i])
+            assert torch.equal(rep.prompt_mask[4 * i + j], out.prompt_mask[i])
 
 
 def test_blockwise_difference_by_hand():
@@ -207,7 +208,7 @@ def test_long_prompt_is_truncated_with_one_warning(tiny_lm, caplog):
     warnings = [r for r in caplog.records if "max_length=5" in r.getMessage()]
     assert len(warnings) == 1
     n_tokens = len(enc.tokenizer(PROMPTS[3], add_special_tokens=False)["input_ids"])
-    assert out.truncated[3] == n_tokens - 5 and f"{n_tokens - 5} tokens cut" in warnings[0].getMessage()
+    assert f"up to {n_tokens - 5} tokens cut (prompt 3)" in warnings[0].getMessage()  # prompt 3 is the longest
     assert out.mask.sum(1).max() == 5
     with pytest.raises(LLMDiffError, match="max_length=5"):
         make(tiny_lm, max_length=5, strict=True).encode(PROMPTS)
