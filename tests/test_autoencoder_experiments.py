@@ -48,9 +48,15 @@ def test_latent_training_exports_a_self_contained_model(tmp_path, tiny_overrides
     assert img.shape == (32, 32, 3)
 
 
-def test_experiment_runner_trains_evaluates_and_resumes(tmp_path, tiny_overrides):
+@pytest.mark.integration
+def test_experiment_runner_trains_evaluates_and_resumes(tmp_path, tiny_overrides, monkeypatch):
     import yaml
 
+    from llmdiff.shapes import suites
+
+    shipped = suites.load_suite
+    # the runner is under test, not the suite: its first 12 prompts stand in for the whole of it
+    monkeypatch.setattr(suites, "load_suite", lambda name: shipped(name)[:12])
     base = tmp_path / "base.yaml"
     base.write_text("name: base\n")
     overrides = {k: v for k, v in (o.split("=", 1) for o in tiny_overrides)}

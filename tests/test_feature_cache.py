@@ -119,6 +119,7 @@ def test_read_captions(tmp_path):
         read_captions(tmp_path / "c.jsonl")
 
 
+@pytest.mark.integration
 def test_two_processes_split_the_shards(tmp_path, tinycoder):
     """`llmdiff encode` under torchrun: two gloo ranks on the CPU write disjoint shards of one cache."""
     caps = tmp_path / "caps.txt"

@@ -176,6 +176,7 @@ def test_suite_generation_is_resumable_and_independent_of_batching(trained, tmp_
     assert (tmp_path / "a" / "00000" / "samples" / "0000.png").stat().st_mtime_ns == before
 
 
+@pytest.mark.integration
 def test_cli_train_generate_eval(tmp_path, tiny_overrides):
     from llmdiff.cli import main
 
@@ -192,6 +193,7 @@ def test_cli_train_generate_eval(tmp_path, tiny_overrides):
     assert main(["generate", "a", "--model", str(tmp_path / "nowhere")]) == 2
 
 
+@pytest.mark.integration
 def test_two_process_training_with_torchrun(tmp_path, tiny_overrides):
     """The same `llmdiff train` under torchrun: two gloo ranks on the CPU train one model."""
     (tmp_path / "c.yaml").write_text("name: ddp\n")
