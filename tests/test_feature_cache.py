@@ -44,12 +44,17 @@ def test_cache_keeps_the_prompt_mask_and_refuses_old_caches_without_it(tinycoder
     assert torch.equal(cached.mask, direct.mask) and torch.equal(cached.prompt_mask, direct.prompt_mask)
     assert not (cached.prompt_mask & ~cached.mask).any()
     assert (cached.prompt_mask.sum(1) < cached.mask.sum(1)).all()  # every row keeps its instruction tokens
-    for shard in (tmp_path / "c").glob("shard-*.safetensors"):  # a cache as older versions wrote it
+    # a cache as older versions wrote it: no prompt masks, and a key that does not promise them
+    for shard in (tmp_path / "c").glob("shard-*.safetensors"):
         tensors = load_file(shard)
         del tensors["prompt_mask"]
         save_file(tensors, shard)
-    with pytest.raises(LLMDiffError, match="does not mark the prompt's own.*--overwrite"):
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    del manifest["key"]["stores_prompt_mask"]
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LLMDiffError, match="not the mask of the prompt's own.*--overwrite"):
         load_cache(tmp_path / "c")
+    assert default_cache_folder(manifest["key"], CAPTIONS) != default_cache_folder(enc.cache_key(), CAPTIONS)
 
 
 def test_killed_build_resumes_without_loss_or_duplication(encoder, tmp_path):

@@ -148,7 +148,9 @@ def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dt
     if expect_key is not None and manifest["key_hash"] != key_hash(expect_key):
         raise LLMDiffError(f"feature cache {root} was built with another encoder setting "
                            f"({manifest['key']}); rebuild it for {expect_key}")
-    keeps_instruction = bool(manifest["key"].get("keep_instruction"))
+    if manifest["key"].get("keep_instruction") and not manifest["key"].get("stores_prompt_mask"):
+        raise LLMDiffError(f"feature cache {root} keeps instruction tokens but not the mask of the prompt's own "
+                           "(it was built by an older llmdiff); rebuild it with `llmdiff encode ... --overwrite`")
     feats, masks, prompt_masks = [], [], []
     for i in range(manifest["n_shards"]):
         try:
@@ -156,18 +158,15 @@ def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dt
         except (SafetensorError, OSError) as e:
             raise LLMDiffError(f"corrupt cache shard {_shard_path(root, i)} ({e}); delete it and rerun "
                                "`llmdiff encode` to rebuild it") from None
-        if keeps_instruction and "prompt_mask" not in t:
-            raise LLMDiffError(f"feature cache {root} keeps instruction tokens but does not mark the prompt's own "
-                               "(it was built by an older llmdiff); rebuild it with `llmdiff encode ... --overwrite`")
         feats += list(t["features"] if dtype is None else t["features"].to(dtype))
         masks += list(t["mask"])
-        prompt_masks += list(t["prompt_mask"]) if keeps_instruction else []
+        prompt_masks += list(t["prompt_mask"]) if "prompt_mask" in t else []  # stored by every shard or none
     length = max(m.shape[0] for m in masks)
     captions = json.loads((root / "captions.json").read_text())
     if len(captions) != len(feats):
         raise LLMDiffError(f"feature cache {root} holds {len(feats)} rows for {len(captions)} captions; rebuild it")
     text = TextInput(pad_stack(feats, length, feats[0].dim() - 2), pad_stack(masks, length, 0),
-                     pad_stack(prompt_masks, length, 0) if keeps_instruction else None)
+                     pad_stack(prompt_masks, length, 0) if prompt_masks else None)
     return CachedFeatures(text, captions, manifest)
 
 
