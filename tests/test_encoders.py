@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from llmdiff.encoders import EncoderConfig
+from llmdiff.encoders import EncoderConfig, TextInput
 from llmdiff.encoders.base import drop_instruction
 from llmdiff.encoders.llm import PROMPT, DecoderPromptEncoder, parse_layers
 from llmdiff.errors import LLMDiffError
@@ -20,6 +20,25 @@ def make(lm, **cfg):
 def close(a, b, rel=1e-5):
     scale = max(a.abs().max().item(), 1e-6)
     torch.testing.assert_close(a, b, rtol=rel, atol=rel * scale)
+
+
+def test_text_input_trims_selects_and_drops_rows_with_their_prompt_masks():
+    # rows as a cache holds left-padded batches: padding before the tokens, then up to the longest caption
+    mask = torch.tensor([[0, 0, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    prompt = mask & (torch.arange(7) > 1)  # the first two positions hold the instruction
+    text = TextInput(torch.randn(3, 2, 7, 5) * mask[:, None, :, None], mask, prompt)
+    trimmed = text.trimmed()
+    assert trimmed.mask.shape == (3, 4) and torch.equal(trimmed.mask.sum(1), mask.sum(1))  # no token lost
+    assert torch.equal(trimmed.features, text.features[..., :4, :]) and torch.equal(trimmed.prompt_mask, prompt[:, :4])
+    picked = text.select(torch.tensor([2, 0]))
+    assert torch.equal(picked.mask, mask[[2, 0]]) and torch.equal(picked.prompt_mask, prompt[[2, 0]])
+    dropped = text.dropped(torch.tensor([False, True, False]))
+    assert not dropped.mask[1].any() and not dropped.prompt_mask[1].any()
+    assert torch.equal(dropped.mask[[0, 2]], mask[[0, 2]]) and torch.equal(dropped.prompt_mask[[0, 2]], prompt[[0, 2]])
+    both = TextInput.cat([text, text.empty_like()])
+    assert both.features.shape == (6, 2, 7, 5) and not both.mask[3:].any() and torch.equal(both.prompt_mask[:3], prompt)
+    half = text.to(dtype=torch.float16)
+    assert half.features.dtype == torch.float16 and half.mask.dtype == torch.bool
 
 
 def test_parse_layers():

@@ -78,7 +78,8 @@ def test_training_captions_avoid_heldout_compositions_and_render():
 
 def test_crowded_scenes_render_every_object_apart_and_in_its_own_colour():
     rng = np.random.default_rng(4)
-    specs = [SceneSpec((ObjectSpec("cross", None, "small"),) * 5), SceneSpec((ObjectSpec("circle", None, "large"),) * 4)]
+    specs = [SceneSpec((ObjectSpec("cross", None, "small"),) * 5),
+             SceneSpec((ObjectSpec("circle", None, "large"),) * 4)]
     for spec in specs + [sample_spec(rng) for _ in range(100)]:
         scene = render(spec, rng, 32)
         assert [o.shape for o in scene.objects] == [o.shape for o in spec.objects]
