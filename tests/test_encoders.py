@@ -37,6 +37,11 @@ def test_text_input_trims_selects_and_drops_rows_with_their_prompt_masks():
     assert torch.equal(dropped.mask[[0, 2]], mask[[0, 2]]) and torch.equal(dropped.prompt_mask[[0, 2]], prompt[[0, 2]])
     both = TextInput.cat([text, text.empty_like()])
     assert both.features.shape == (6, 2, 7, 5) and not both.mask[3:].any() and torch.equal(both.prompt_mask[:3], prompt)
+    plain = TextInput(torch.ones(1, 2, 9, 5), torch.ones(1, 9, dtype=torch.bool))  # longer, no prompt mask
+    mixed = TextInput.cat([text, plain])
+    assert mixed.features.shape == (4, 2, 9, 5) and torch.equal(mixed.mask[:3, :7], mask)
+    assert not mixed.mask[:3, 7:].any()
+    assert torch.equal(mixed.prompt_mask[3], plain.mask[0]) and (mixed.features[:3, :, 7:] == 0).all()
     half = text.to(dtype=torch.float16)
     assert half.features.dtype == torch.float16 and half.mask.dtype == torch.bool
 

@@ -115,10 +115,14 @@ class TextInput:
 
     @staticmethod
     def cat(batches: list["TextInput"]) -> "TextInput":
-        """Batches of the same sequence length, one after the other along the batch."""
-        pms = [b.prompt_mask for b in batches]
-        return TextInput(torch.cat([b.features for b in batches]), torch.cat([b.mask for b in batches]),
-                         None if pms[0] is None else torch.cat(pms))
+        """Batches one after the other along the batch, shorter ones padded with masked zero tokens."""
+        length = max(b.mask.shape[1] for b in batches)
+        features = torch.cat([pad_to(b.features, length, b.features.dim() - 2) for b in batches])
+        masks = torch.cat([pad_to(b.mask, length, 1) for b in batches])
+        if all(b.prompt_mask is None for b in batches):
+            return TextInput(features, masks)
+        prompt = [b.mask if b.prompt_mask is None else b.prompt_mask for b in batches]  # no prompt mask: all prompt
+        return TextInput(features, masks, torch.cat([pad_to(m, length, 1) for m in prompt]))
 
 
 def drop_instruction(features: torch.Tensor, mask: torch.Tensor, prompt_mask: torch.Tensor):
@@ -213,10 +217,11 @@ def rms_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
+def pad_to(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """`t` zero-padded at the end of `dim` to `length` (False for bool masks: padding is masked)."""
+    return torch.nn.functional.pad(t, [0, 0] * (t.dim() - dim - 1) + [0, length - t.shape[dim]])
+
+
 def pad_stack(rows: list[torch.Tensor], length: int, dim: int) -> torch.Tensor:
     """Zero-pad tensors along `dim` to `length` and stack them on a new batch dimension."""
-    out = []
-    for r in rows:
-        pad = [0, 0] * (r.dim() - dim - 1) + [0, length - r.shape[dim]]
-        out.append(torch.nn.functional.pad(r, pad))
-    return torch.stack(out)
+    return torch.stack([pad_to(r, length, dim) for r in rows])
