@@ -10,7 +10,6 @@ from llmdiff.evaluation.evaluate import run_eval
 from llmdiff.evaluation.layout import write_prompt_folder
 from llmdiff.evaluation.scoring import score_attributes, score_geneval, score_spatial
 from llmdiff.evaluation.validate import validate
-from llmdiff.shapes.corrupt import corrupt
 from llmdiff.shapes.suites import load_suite
 from llmdiff.shapes.world import COLORS, SHAPES, ObjectSpec, SceneSpec, render
 

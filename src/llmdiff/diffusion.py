@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from .connectors.conditioner import TextInput
+from .encoders.base import TextInput
 from .errors import LLMDiffError
 
 OBJECTIVES = ("flow", "eps", "eps_sd")
@@ -108,16 +108,11 @@ def make_scheduler(objective: str, kind: str = "default"):
 
 def empty_like(texts: list[TextInput]) -> list[TextInput]:
     """The unconditional (empty) prompt with the same shapes: zero features, nothing valid."""
-    return [TextInput(torch.zeros_like(t.features), torch.zeros_like(t.mask),
-                      None if t.prompt_mask is None else torch.zeros_like(t.prompt_mask)) for t in texts]
+    return [t.empty_like() for t in texts]
 
 
 def _cat(a: list[TextInput], b: list[TextInput]) -> list[TextInput]:
-    out = []
-    for x, y in zip(a, b):
-        pm = None if x.prompt_mask is None else torch.cat([x.prompt_mask, y.prompt_mask])
-        out.append(TextInput(torch.cat([x.features, y.features]), torch.cat([x.mask, y.mask]), pm))
-    return out
+    return [TextInput.cat([x, y]) for x, y in zip(a, b)]
 
 
 @torch.no_grad()

@@ -20,9 +20,8 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from .config import to_dict
-from .connectors.conditioner import TextInput
 from .diffusion import make_scheduler, sample, to_uint8
-from .encoders import EncoderConfig, PromptEncoder, load_encoder
+from .encoders import EncoderConfig, PromptEncoder, TextInput, load_encoder
 from .errors import LLMDiffError
 
 # Fields of an encoder config that change the features (the rest only change speed or strictness).
@@ -91,12 +90,8 @@ class LLMDiffPipeline(DiffusionPipeline):
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise LLMDiffError(f"prompt {i} is empty: describe the image (e.g. 'a red circle above a blue square')")
-        out = []
-        for enc in self.load_encoders():
-            o = enc.encode(prompts).repeat(num_images_per_prompt)
-            out.append(TextInput(o.features.float().to(self.device), o.mask.to(self.device),
-                                 None if o.prompt_mask is None else o.prompt_mask.to(self.device)))
-        return out
+        return [enc.encode(prompts).repeat(num_images_per_prompt).to(self.device, torch.float32)
+                for enc in self.load_encoders()]
 
     def sample_images(self, texts: list[TextInput], steps: int, guidance_scale: float, generator=None,
                       noise: torch.Tensor | None = None, progress: bool = False, decode: bool = True) -> torch.Tensor:

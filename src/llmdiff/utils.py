@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, the user cache folder, seeding."""
+"""Small shared helpers: atomic writes and the user cache folder."""
 
 from __future__ import annotations
 

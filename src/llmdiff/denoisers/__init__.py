@@ -44,6 +44,13 @@ def _build(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int])
     raise LLMDiffError(f"unknown model kind {cfg.model.kind!r}; known: {', '.join(KINDS)}")
 
 
+def from_preset(cls, presets: dict[str, dict], preset: str, overrides: dict | None, label: str, **kwargs):
+    """`cls` built from a named preset, with the preset fields in `overrides` changed, plus `kwargs`."""
+    if preset not in presets:
+        raise LLMDiffError(f"unknown {label} preset {preset!r}; known: {', '.join(presets)}")
+    return cls(**{**presets[preset], **(overrides or {}), **kwargs})
+
+
 def denoised_shape(cfg: ExperimentConfig) -> tuple[int, int]:
     """(side, channels) of what the denoiser sees: pixels, or the autoencoder's latents."""
     if not cfg.model.autoencoder:

@@ -1,4 +1,4 @@
-"""The LLMDiff adapter (Dong et al., 2025; SPEC §2): a frozen LLM into a frozen pre-trained U-Net.
+"""The LLMDiff adapter (Dong et al., 2025): a frozen LLM into a frozen pre-trained U-Net.
 
 Every cross-attention (``attn2``) of a diffusers ``UNet2DConditionModel`` gets a processor in
 the style of ``IPAdapterAttnProcessor2_0`` (decoupled cross-attention):
@@ -30,9 +30,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..connectors.conditioner import TextInput
 from ..connectors.features import make_feature_connector
+from ..encoders.base import TextInput
 from ..errors import LLMDiffError
+from ..layers import with_null_token
 from ..utils import atomic_write_text
 
 
@@ -170,12 +171,13 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
     def processors(self) -> dict[str, LLMDiffAttnProcessor]:
         return {n: a.processor for n, a in cross_attentions(self.unet).items()}
 
+    def fit_text_statistics(self, texts: list[TextInput]) -> None:
+        """Nothing to fit: LLMDiff's encoding is used as published, with its LayerNorm but no standardisation."""
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
         text = texts[0]
-        b = sample.shape[0]
         c = self.llm_encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
-        ctx = torch.cat([self.null_c.expand(b, -1, -1), c], 1)
-        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=c.device), text.mask], 1)
+        ctx, mask = with_null_token(self.null_c, c, text.mask)  # (B, 1 + L, D_llm)
         return self.unet(sample, timestep, encoder_hidden_states=ctx, encoder_attention_mask=mask.long()).sample
 
     def save_adapter(self, path: Path | str) -> Path:

@@ -5,7 +5,8 @@ Layout of a cache folder::
     manifest.json              key (model id, layers, template, max length, padding side, ...),
                                caption-set hash, shard size, dtype, completeness
     captions.json              the captions, in order
-    shard-00000.safetensors    features (n, [k,] L, D) and mask (n, L) for captions 0..n-1
+    shard-00000.safetensors    features (n, [k,] L, D), mask (n, L) and, when the encoder keeps
+                               instruction tokens, prompt_mask (n, L) for captions 0..n-1
     ...
 
 Shards are written atomically (temp file + rename), so a killed run resumes at the first
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save
 
 from ..errors import LLMDiffError
 from ..utils import atomic_write_bytes, atomic_write_text, cache_dir
-from .base import PromptEncoder, pad_stack
+from .base import PromptEncoder, TextInput, pad_stack
 
 FORMAT = 1
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -48,8 +49,7 @@ def default_cache_folder(key: dict, captions: list[str]) -> Path:
 
 @dataclass
 class CachedFeatures:
-    features: torch.Tensor  # (N, [k,] L, D)
-    mask: torch.Tensor  # (N, L) bool, True = keep
+    text: TextInput  # every caption's features (N, [k,] L, D) and masks (N, L), in caption order
     captions: list[str]
     manifest: dict
 
@@ -116,6 +116,8 @@ def build_cache(encoder: PromptEncoder, captions: list[str], root: Path | str, s
             out = encoder.encode(part, batch_size=batch_size)
             tensors = {"features": out.features.to(DTYPES[dtype]).contiguous().cpu(),
                        "mask": out.mask.contiguous().cpu()}
+            if out.prompt_mask is not None:
+                tensors["prompt_mask"] = out.prompt_mask.contiguous().cpu()
             atomic_write_bytes(_shard_path(root, i), save(tensors, metadata={"first": str(i * shard_size),
                                                                           "rank": str(state.process_index)}))
             bar.update(min(len(part) * state.num_processes, total - bar.n))  # the other processes move alike
@@ -146,7 +148,10 @@ def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dt
     if expect_key is not None and manifest["key_hash"] != key_hash(expect_key):
         raise LLMDiffError(f"feature cache {root} was built with another encoder setting "
                            f"({manifest['key']}); rebuild it for {expect_key}")
-    feats, masks = [], []
+    if manifest["key"].get("keep_instruction") and not manifest["key"].get("stores_prompt_mask"):
+        raise LLMDiffError(f"feature cache {root} keeps instruction tokens but not the mask of the prompt's own "
+                           "(it was built by an older llmdiff); rebuild it with `llmdiff encode ... --overwrite`")
+    feats, masks, prompt_masks = [], [], []
     for i in range(manifest["n_shards"]):
         try:
             t = load_file(_shard_path(root, i))
@@ -155,11 +160,14 @@ def load_cache(root: Path | str, expect_key: dict | None = None, dtype: torch.dt
                                "`llmdiff encode` to rebuild it") from None
         feats += list(t["features"] if dtype is None else t["features"].to(dtype))
         masks += list(t["mask"])
+        prompt_masks += list(t["prompt_mask"]) if "prompt_mask" in t else []  # stored by every shard or none
     length = max(m.shape[0] for m in masks)
     captions = json.loads((root / "captions.json").read_text())
     if len(captions) != len(feats):
         raise LLMDiffError(f"feature cache {root} holds {len(feats)} rows for {len(captions)} captions; rebuild it")
-    return CachedFeatures(pad_stack(feats, length, feats[0].dim() - 2), pad_stack(masks, length, 0), captions, manifest)
+    text = TextInput(pad_stack(feats, length, feats[0].dim() - 2), pad_stack(masks, length, 0),
+                     pad_stack(prompt_masks, length, 0) if prompt_masks else None)
+    return CachedFeatures(text, captions, manifest)
 
 
 def read_captions(path: Path | str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Decoder-only LLMs as prompt encoders (SPEC §1).
+"""Decoder-only LLMs as prompt encoders (LI-DiT's instruction insertion, LLMDiff's block-wise encoding).
 
 * **Early exit.** The decoder stack is cut after the deepest block the layer spec needs, so
   ``layers=-3`` of 30 blocks runs 28 blocks and no LM head.
@@ -23,8 +23,7 @@ from torch import nn
 
 from ..errors import LLMDiffError
 from .base import (
-    EncoderConfig, EncoderOutput, PromptEncoder, check_prompts, drop_instruction, pad_stack, rms_normalize,
-    special_tokens_around, truncate_prompt_ids,
+    EncoderConfig, PromptEncoder, TextInput, drop_instruction, pad_stack, rms_normalize, special_tokens_around,
 )
 
 PAD, PREFIX, PROMPT, SUFFIX = 0, 1, 2, 3  # token roles in an assembled sequence
@@ -113,14 +112,9 @@ class DecoderPromptEncoder(PromptEncoder):
                  tokenizer=None, model_id: str | None = None):
         self.config = config
         if model is None:
-            from transformers import AutoModel, AutoTokenizer
+            from .models import load_pretrained
 
-            from .models import resolve_model
-
-            resolved = resolve_model(config.model)
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype))
-            model_id = resolved.model_id
+            model, tokenizer, model_id = load_pretrained(config.model, config.dtype)
         self.core = getattr(model, "model", model) if not hasattr(model, "layers") else model
         if not hasattr(self.core, "layers"):
             raise LLMDiffError(f"{config.model!r} is not a decoder-only LM with a `layers` stack")
@@ -171,10 +165,8 @@ class DecoderPromptEncoder(PromptEncoder):
         return len(self.layer_ids)
 
     @torch.inference_mode()
-    def encode(self, prompts, batch_size: int = 64) -> EncoderOutput:
-        prompts = check_prompts(prompts)
-        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prompts]
-        cut = truncate_prompt_ids(ids, self.config.max_length, self.config.strict)
+    def encode(self, prompts, batch_size: int = 64) -> TextInput:
+        ids = self.prompt_ids(prompts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
         feats, masks, pmasks = [None] * len(ids), [None] * len(ids), [None] * len(ids)
         for s in range(0, len(order), batch_size):
@@ -184,9 +176,8 @@ class DecoderPromptEncoder(PromptEncoder):
                 feats[i], masks[i], pmasks[i] = f[k], m[k], None if pm is None else pm[k]
         length = max(m.shape[0] for m in masks)
         seq_dim = feats[0].dim() - 2
-        out = EncoderOutput(pad_stack(feats, length, seq_dim), pad_stack(masks, length, 0),
-                            None if pmasks[0] is None else pad_stack(pmasks, length, 0), cut)
-        return out
+        return TextInput(pad_stack(feats, length, seq_dim), pad_stack(masks, length, 0),
+                         None if pmasks[0] is None else pad_stack(pmasks, length, 0))
 
     def cache_key(self) -> dict:
         # the template's token ids: a changed tokenizer or instruction text changes the features

@@ -1,8 +1,8 @@
 """Finding and loading language models: packaged short names, local folders, GGUF files, hub ids.
 
-GGUF files are dequantised by transformers (which needs ``gguf``), which takes 40-110 s on
-two CPU cores; the result is saved once as safetensors + config + tokenizer in the user
-cache, keyed by the GGUF file's SHA-256, and every later load takes about a second. The cache
+GGUF files are dequantised by transformers (which needs ``gguf``), which is slow (timings in
+docs/benchmarks/encoders.md); the result is saved once as safetensors + config + tokenizer in
+the user cache, keyed by the GGUF file's SHA-256, and every later load reads that. The cache
 folder is written under a temporary name and renamed when complete, so a conversion that is
 killed half-way is never used.
 """
@@ -123,7 +123,6 @@ def resolve_model(name: str) -> ResolvedModel:
     if not isinstance(name, str) or not name:
         raise LLMDiffError(f"model must be a non-empty string; {known_models_help()}")
     if name in PACKAGED:
-        pm = PACKAGED[name]
         path = _packaged_file(name)
         if path.suffix == ".gguf":
             return ResolvedModel(str(convert_gguf(path)), "gguf-" + _gguf_hash(path)[:16], name)
@@ -202,6 +201,17 @@ def _dequantise_into(gguf: Path, out: Path) -> None:
     cfg = json.loads((out / "config.json").read_text())
     cfg.pop("quantization_config", None)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def load_pretrained(name: str, dtype: str = "float32"):
+    """The model and tokenizer that `name` resolves to, and the id of its weights (for cache keys)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    resolved = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype))
+    return model, tokenizer, resolved.model_id
 
 
 def is_causal_lm(path: str) -> bool:

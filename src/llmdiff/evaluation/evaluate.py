@@ -93,44 +93,11 @@ def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
 
 def plot_summary(summary: dict, out: Path) -> list[Path]:
     """Per-task bars for every benchmark, and the positional-bias curve when present."""
-    import matplotlib
+    from ..viz import position_bias_plot, task_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    benches = summary["benchmarks"]
-    if benches:
-        fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
-        for ax, (bench, s) in zip(axes[0], benches.items()):
-            tags = list(s["tasks"])
-            acc = [s["tasks"][t]["accuracy"] for t in tags]
-            ax.bar(range(len(tags)), acc, color="#4c72b0")
-            ax.axhline(s["overall"], color="#c44e52", ls="--", lw=1, label=f"overall {s['overall']:.2f}")
-            ax.set_xticks(range(len(tags)), tags, rotation=35, ha="right", fontsize=8)
-            ax.set_ylim(0, 1.05)
-            ax.set_title(bench)
-            ax.legend(fontsize=8, loc="lower right")
-        axes[0][0].set_ylabel("accuracy")
-        fig.tight_layout()
-        path = out / "tasks.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+    written = [task_bars(summary["benchmarks"], out / "tasks.png")] if summary["benchmarks"] else []
     if "position_bias" in summary:
-        pb = summary["position_bias"]
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        xs = [b for b, a in zip(pb["bins"], pb["pair_accuracy"]) if a is not None]
-        ax.plot(xs, [a for a in pb["pair_accuracy"] if a is not None], "o-")
-        ax.set_xticks(pb["bins"], ["first", "", "middle", "", "last"])
-        ax.set_xlabel("relative position of the attribute-noun pair in the prompt")
-        ax.set_ylabel("pair accuracy")
-        ax.set_ylim(0, 1.05)
-        fig.tight_layout()
-        path = out / "position_bias.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(position_bias_plot({"": summary["position_bias"]["pair_accuracy"]}, out / "position_bias.png"))
     return written
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import LLMDiffError
 from .world import ObjectSpec, SceneSpec
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
@@ -234,7 +235,7 @@ def caption(spec: SceneSpec, book: Phrasebook | str, rng: np.random.Generator) -
     objs = spec.objects
     if spec.relations:
         if len(objs) != 2 or len(spec.relations) != 1:
-            raise ValueError("relation captions describe exactly two objects and one relation")
+            raise LLMDiffError("relation captions describe exactly two objects and one relation")
         i, rel, j = spec.relations[0]
         body = _pick(rng, book.relation).format(
             A=noun_phrase(objs[i], book, rng),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import LLMDiffError
 
-from .captions import EVAL, PARAPHRASE, TRAIN, Phrasebook, caption
+from .captions import EVAL, PARAPHRASE, Phrasebook, caption
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
 
 # (colour, shape) pairs that no training image or caption contains: eval-only compositions.
@@ -181,19 +181,6 @@ def load_suite(name_or_path: str) -> list[dict]:
     return entries
 
 
-def split_description() -> dict:
-    """What separates training from evaluation, as recorded next to the shipped suites."""
-    return {
-        "heldout_compositions": sorted([c, s] for c, s in HELDOUT_COMPOSITIONS),
-        "phrasebooks": {
-            b.name: {"single": b.single, "pair": b.pair, "relation": b.relation, "count": b.count,
-                     "listing": b.listing, "nouns": b.nouns, "relations": b.relations}
-            for b in (TRAIN, EVAL, PARAPHRASE)
-        },
-        "suites": {"geneval": "eval", "compbench": "eval", "position_bias": "eval", "paraphrase": "paraphrase"},
-    }
-
-
 def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
     """A scene that violates the prompt: another shape, wrong count, other colour, mirrored position, swapped attributes."""
     spec = SceneSpec.from_dict(entry["scene"])
@@ -228,5 +215,5 @@ def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
         asked = {(o.color, o.shape) for o in objs}
         objs = [ObjectSpec(o.shape, rng.choice([c for c in colors if (c, o.shape) not in asked]), o.size) for o in objs]
     else:
-        raise ValueError(f"no contradiction rule for tag {tag!r}")
+        raise LLMDiffError(f"no contradiction rule for tag {tag!r}")
     return SceneSpec(tuple(objs))

@@ -1,6 +1,6 @@
 """The training distribution: a finite set of captions, each rendered anew at every draw.
 
-The caption set is finite on purpose (SPEC §6): each unique caption is read by the LLM once
+The caption set is finite on purpose: each unique caption is read by the LLM once
 and cached, while its scene is laid out at random every time it is drawn, so a few thousand
 captions give an unbounded stream of images. No caption or image contains a held-out
 (colour, shape) composition, and captions use a training phrasebook only.

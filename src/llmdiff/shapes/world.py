@@ -105,7 +105,7 @@ def inside_shape(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if shape == "cross":  # a plus sign with arms one third wide
         box = (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)
         return box & ((np.abs(x - 0.5) <= 1 / 6) | (np.abs(y - 0.5) <= 1 / 6))
-    raise ValueError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+    raise LLMDiffError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
 
 
 @lru_cache(maxsize=None)

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
-from ..connectors.conditioner import TextInput
-from ..encoders import EncoderConfig, load_encoder
+from ..encoders import EncoderConfig, TextInput, load_encoder
 from ..encoders.cache import CachedFeatures, build_cache, default_cache_folder, load_cache
 from ..errors import LLMDiffError
 from ..shapes.training_set import CaptionSet, build_caption_set
@@ -60,27 +59,21 @@ class TrainingData:
 
     @property
     def text_dims(self) -> list[int]:
-        return [f.features.shape[-1] for f in self.features]
+        return [f.text.features.shape[-1] for f in self.features]
 
     @property
     def text_outputs(self) -> list[int]:
-        return [f.features.shape[1] if f.features.dim() == 4 else 1 for f in self.features]
+        return [f.text.features.shape[1] if f.text.features.dim() == 4 else 1 for f in self.features]
 
-    def feature_sample(self, n: int = 2048, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features and masks of up to `n` captions (the same ones on every rank), for feature statistics."""
+    def feature_sample(self, n: int = 2048, seed: int = 0) -> list[TextInput]:
+        """Cached features of up to `n` captions (the same ones on every rank), for feature statistics."""
         index = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
-        return [f.features[index].float() for f in self.features], [f.mask[index] for f in self.features]
+        return [f.text.select(index).to(dtype=torch.float32) for f in self.features]
 
     def texts(self, index: np.ndarray | torch.Tensor) -> list[TextInput]:
-        """Cached features of some captions, trimmed to the longest of them."""
+        """Cached features of some captions (prompt masks included), trimmed to the positions they use."""
         index = torch.as_tensor(index)
-        out = []
-        for f in self.features:
-            mask = f.mask[index]
-            n = max(1, int(mask.sum(1).max()))
-            feats = f.features[index][..., :n, :]
-            out.append(TextInput(feats.float(), mask[:, :n]))
-        return out
+        return [f.text.select(index).trimmed().to(dtype=torch.float32) for f in self.features]
 
     def images(self, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, R, R, 3) uint8 images for these caption indices."""

@@ -76,14 +76,16 @@ class Trainer:
         self.acc = Accelerator(cpu=not torch.cuda.is_available())
         self._prepare_folder(resume)
         self.data = training_data(cfg)
-        self.sample_texts = [TextInputCache.texts(e, SAMPLE_PROMPTS, cfg) for e in cfg.text.encoders]
+        # the periodic sample grid's prompts go through the same feature cache as the captions
+        self.sample_texts = [cached_features(e, SAMPLE_PROMPTS, "float32", cfg.text.batch_size).text
+                             for e in cfg.text.encoders]
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         from ..denoisers import build_denoiser
 
         model = build_denoiser(cfg, self.data.text_dims, self.data.text_outputs)
         # a resumed run loads the statistics with the weights, a fine-tuned one keeps its init's
-        if cfg.text.standardize and hasattr(model, "text") and not cfg.model.init:
-            model.text.fit_statistics(*self.data.feature_sample())
+        if cfg.text.standardize and not cfg.model.init:
+            model.fit_text_statistics(self.data.feature_sample())
         self.codec = None
         if cfg.model.autoencoder:
             from ..autoencoder import LatentCodec
@@ -251,17 +253,6 @@ class Trainer:
             self._plot_loss()
         self.acc.wait_for_everyone()
         return out
-
-
-class TextInputCache:
-    """Features of a few fixed prompts (the periodic sample grid), through the same feature cache."""
-
-    @staticmethod
-    def texts(enc_cfg, prompts: list[str], cfg: ExperimentConfig):
-        from ..connectors.conditioner import TextInput
-
-        f = cached_features(enc_cfg, prompts, "float32", cfg.text.batch_size)
-        return TextInput(f.features.float(), f.mask)
 
 
 def train(cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True,
