@@ -31,7 +31,6 @@ DEFAULT_MODEL = MODELS / "shapes-lidit"
 def _run_export(args) -> None:
     from .config import load_config
     from .training.checkpoint import export_checkpoint, list_checkpoints
-    from .training.trainer import run_config_path
 
     run = Path(args.run_dir)
     check_writable(args.out, "--out")
@@ -41,7 +40,7 @@ def _run_export(args) -> None:
     ckpt = ckpts[-1] if args.step is None else run / "checkpoints" / f"step-{args.step:07d}"
     if not ckpt.is_dir():
         raise LLMDiffError(f"no checkpoint {ckpt.name} in {run}; have {', '.join(c.name for c in ckpts)}")
-    cfg = load_config(run_config_path(run))
+    cfg = load_config(run / "config.yaml")
     out = export_checkpoint(ckpt, Path(args.out), cfg.model.autoencoder)
     print(f"exported {ckpt} (EMA weights) to {out}")
 

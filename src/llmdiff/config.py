@@ -290,16 +290,21 @@ def to_dict(cfg) -> dict:
 
 def _set_dotted(data: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
+    if not all(keys):
+        raise LLMDiffError(f"override {dotted!r}: a key is empty; write it like train.steps=200")
     node = data
-    for k in keys[:-1]:
+    for depth, k in enumerate(keys):
+        here = ".".join(keys[:depth + 1])
         if isinstance(node, list):
-            node = node[int(k)]
-            continue
-        node = node.setdefault(k, {})
-    if isinstance(node, list):
-        node[int(keys[-1])] = value
-    else:
-        node[keys[-1]] = value
+            if not (k.lstrip("-").isdigit() and -len(node) <= int(k) < len(node)):
+                raise LLMDiffError(f"override {dotted}: {here} must be an index below {len(node)}")
+            k = int(k)
+        elif not isinstance(node, dict) or not k:
+            raise LLMDiffError(f"override {dotted}: {'.'.join(keys[:depth])} is a value, not a section")
+        if depth == len(keys) - 1:
+            node[k] = value
+        else:
+            node = node.setdefault(k, {}) if isinstance(node, dict) else node[k]
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
