@@ -341,7 +341,5 @@ def load_config(path: Path | str | None = None, overrides: list[str] = (), cls=E
     return from_dict(cls, data)
 
 
-def save_config(cfg, path: Path | str) -> None:
-    from .utils import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def yaml_text(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

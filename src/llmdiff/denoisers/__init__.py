@@ -86,4 +86,7 @@ def load_denoiser(path):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise LLMDiffError(f"{path} is not a trained model folder (no config.json); pass a run's model/ folder")
+    from ..integrity import verify_model_folder
+
+    verify_model_folder(path)
     return model_class(json.loads((path / "config.json").read_text()).get("_class_name")).from_pretrained(path)
