@@ -30,8 +30,8 @@ class BidirectionalPromptEncoder(PromptEncoder):
             from .models import resolve_model
 
             resolved = resolve_model(config.model)
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype))
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=False)
+            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype), trust_remote_code=False)
             model_id = resolved.model_id
         self.model = model.eval().requires_grad_(False).to(device)
         self.tokenizer = tokenizer

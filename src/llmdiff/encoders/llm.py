@@ -118,8 +118,8 @@ class DecoderPromptEncoder(PromptEncoder):
             from .models import resolve_model
 
             resolved = resolve_model(config.model)
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype))
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=False)
+            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype), trust_remote_code=False)
             model_id = resolved.model_id
         self.core = getattr(model, "model", model) if not hasattr(model, "layers") else model
         if not hasattr(self.core, "layers"):
