@@ -61,7 +61,7 @@ def _shapes_render(args) -> None:
     import numpy as np
 
     from .shapes.captions import caption
-    from .shapes.suites import load_suite
+    from .shapes.suites import load_suite, with_scenes
     from .shapes.training_set import sample_spec
     from .shapes.world import SceneSpec, render
     from .viz import image_grid
@@ -69,7 +69,7 @@ def _shapes_render(args) -> None:
     check_writable(args.out, "--out", folder=False)
     rng = np.random.default_rng(args.seed)
     if args.suite:
-        entries = load_suite(args.suite)[: args.n]
+        entries = with_scenes(load_suite(args.suite)[: args.n], args.suite)
         specs = [SceneSpec.from_dict(e["scene"]) for e in entries]
         captions = [e["prompt"] for e in entries]
     else:
@@ -102,12 +102,12 @@ def _shapes_gt(args) -> None:
 
     from .evaluation.layout import write_prompt_folder
     from .shapes.corrupt import corrupt
-    from .shapes.suites import contradicting_spec, load_suite
+    from .shapes.suites import contradicting_spec, load_suite, with_scenes
     from .shapes.world import SceneSpec, render
 
     check_writable(args.out, "--out")
     rng = np.random.default_rng(args.seed)
-    entries = load_suite(args.suite)
+    entries = with_scenes(load_suite(args.suite), args.suite)
     for i, entry in enumerate(tqdm(entries, desc="rendering", unit="prompt")):
         images = []
         for _ in range(args.images_per_prompt):

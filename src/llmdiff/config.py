@@ -19,6 +19,7 @@ import yaml
 
 from .encoders.base import EncoderConfig
 from .errors import LLMDiffError
+from .utils import read_text
 
 
 def check_range(where: str, value, lo=None, hi=None, lo_open: bool = False) -> None:
@@ -330,7 +331,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] = (), cls=E
         if not path.is_file():
             raise LLMDiffError(f"no config file {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as e:
             raise LLMDiffError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(data, dict):

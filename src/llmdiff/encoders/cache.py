@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save
 
 from ..errors import LLMDiffError
 from ..integrity import folder_lock, sha256_file
-from ..utils import atomic_write_bytes, atomic_write_text, cache_dir
+from ..utils import atomic_write_bytes, atomic_write_text, cache_dir, read_text
 from .base import PromptEncoder, check_text, pad_stack
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def read_captions(path: Path | str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise LLMDiffError(f"no captions file {path}")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -96,6 +96,18 @@ def _is_run_config(path: Path) -> bool:
     return bool(list_checkpoints(run / "checkpoints")) or (run / "log.jsonl").is_file()
 
 
+def _check_model_folders(cfg: ExperimentConfig) -> None:
+    """The model folders a config names exist (and verify), before any caption is encoded."""
+    from ..integrity import verify_model_folder
+
+    for key, folder in (("model.init", cfg.model.init), ("model.base", cfg.model.base),
+                        ("model.autoencoder", cfg.model.autoencoder)):
+        if folder and not (Path(folder) / "config.json").is_file():
+            raise LLMDiffError(f"{key} {folder} is not a model folder (no config.json)")
+        if folder:
+            verify_model_folder(folder)
+
+
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
@@ -105,6 +117,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.acc = Accelerator(cpu=not torch.cuda.is_available())
         self._check_folder(resume)  # nothing is written into the run folder before data and model are built
+        _check_model_folders(cfg)
         self.data = training_data(cfg)
         self.sample_texts = [TextInputCache.texts(e, SAMPLE_PROMPTS, cfg) for e in cfg.text.encoders]
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
