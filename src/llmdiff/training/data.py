@@ -180,7 +180,8 @@ class FolderTrainingData(TrainingData):
             self.files.append(file)
             captions.append(text)
         if bad and not cfg.data.skip_bad:
-            raise LLMDiffError(f"{len(bad)} bad row(s) in {meta}, first: {bad[0]}; fix them, or train on the other "
+            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise LLMDiffError(f"{len(bad)} bad row(s) in {meta}: {shown}; fix them, or train on the other "
                                f"{len(captions)} rows with --skip-bad (data.skip_bad=true)")
         for problem in bad:
             log.warning("skipped %s", problem)
