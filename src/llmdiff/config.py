@@ -50,6 +50,7 @@ class DataConfig:
     n_scenes: int = 6000  # scene specifications drawn for the finite caption set
     captions_per_scene: int = 2
     mix: dict | None = None  # weights of single/pair/relation/count/listing scenes (None: the default mix)
+    phrasebook: str = "train"  # training captions' words and frames: "train" or "train-rich" (more synonyms)
     seed: int = 0
     skip_bad: bool = False  # world "folder": train on the good rows when some images are unreadable (else refuse)
 
@@ -65,6 +66,13 @@ class DataConfig:
             if not isinstance(weight, (int, float)) or isinstance(weight, bool):
                 raise LLMDiffError(f"data.mix.{task} must be a number, got {weight!r}")
             check_range(f"data.mix.{task}", weight, 0)
+
+    def __post_init__(self):
+        from .shapes.captions import TRAINING_PHRASEBOOKS
+
+        if self.phrasebook not in TRAINING_PHRASEBOOKS:
+            raise LLMDiffError(f"data.phrasebook must be one of {', '.join(TRAINING_PHRASEBOOKS)}, "
+                               f"got {self.phrasebook!r}")
 
 
 @dataclass(frozen=True)
