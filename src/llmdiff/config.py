@@ -66,13 +66,9 @@ class DataConfig:
             if not isinstance(weight, (int, float)) or isinstance(weight, bool):
                 raise LLMDiffError(f"data.mix.{task} must be a number, got {weight!r}")
             check_range(f"data.mix.{task}", weight, 0)
-
-    def __post_init__(self):
         from .shapes.captions import TRAINING_PHRASEBOOKS
 
-        if self.phrasebook not in TRAINING_PHRASEBOOKS:
-            raise LLMDiffError(f"data.phrasebook must be one of {', '.join(TRAINING_PHRASEBOOKS)}, "
-                               f"got {self.phrasebook!r}")
+        check_choice("data.phrasebook", self.phrasebook, tuple(TRAINING_PHRASEBOOKS))
 
 
 @dataclass(frozen=True)
