@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import from_dict, load_config
 from .errors import LLMDiffError
-from .utils import atomic_write_text
+from .utils import atomic_write_text, read_text
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,13 @@ def load_spec(path: Path | str) -> ExperimentSpec:
     path = Path(path)
     if not path.is_file():
         raise LLMDiffError(f"no experiment file {path}")
-    return from_dict(ExperimentSpec, yaml.safe_load(path.read_text()) or {})
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise LLMDiffError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise LLMDiffError(f"{path}: the top level must be a mapping")
+    return from_dict(ExperimentSpec, data)
 
 
 MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for every seed, or {seed: folder})

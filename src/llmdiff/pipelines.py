@@ -133,15 +133,28 @@ def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
 @torch.no_grad()
 def generate_suite(pipe: LLMDiffPipeline, entries: list[dict], out: Path | str, images_per_prompt: int = 4,
                    seed: int = 0, guidance_scale: float | None = None, num_inference_steps: int | None = None,
-                   prompts_per_batch: int = 16, progress: bool = True) -> Path:
-    """Images for every entry in GenEval's folder layout; prompts already complete are skipped (resumable)."""
-    from tqdm.auto import tqdm
-
-    from .evaluation.layout import write_prompt_folder
+                   prompts_per_batch: int = 16, progress: bool = True, overwrite: bool = False) -> Path:
+    """Images for every entry in GenEval's folder layout; prompts already complete are skipped (resumable)
+    when the folder's record says the same model and settings made them, else refused (or replaced: overwrite)."""
+    from .evaluation.layout import claim_output, generation_record
+    from .integrity import folder_lock
 
     out = Path(out)
     guidance_scale = pipe.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
     steps = num_inference_steps or pipe.defaults["num_inference_steps"]
+    with folder_lock(out, "images into"):
+        claim_output(out, generation_record(pipe, entries, seed, steps, guidance_scale), overwrite)
+        _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
+                          progress)
+    return out
+
+
+def _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
+                      progress) -> None:
+    from tqdm.auto import tqdm
+
+    from .evaluation.layout import write_prompt_folder
+
     todo = [i for i, _ in enumerate(entries)
             if len(list((out / f"{i:05d}" / "samples").glob("*.png"))) < images_per_prompt]
     for s in tqdm(range(0, len(todo), prompts_per_batch), desc="generating", unit="batch", disable=not progress):
@@ -152,4 +165,3 @@ def generate_suite(pipe: LLMDiffPipeline, entries: list[dict], out: Path | str, 
         arrays = to_uint8(x)
         for j, i in enumerate(chunk):
             write_prompt_folder(out, i, entries[i], arrays[j * images_per_prompt:(j + 1) * images_per_prompt])
-    return out

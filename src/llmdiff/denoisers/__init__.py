@@ -93,4 +93,9 @@ def load_denoiser(path):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise LLMDiffError(f"{path} is not a trained model folder (no config.json); pass a run's model/ folder")
-    return model_class(json.loads((path / "config.json").read_text()).get("_class_name")).from_pretrained(path)
+    from ..integrity import verify_model_folder
+    from ..utils import read_json
+
+    verify_model_folder(path)
+    config = read_json(path / "config.json")
+    return model_class(config.get("_class_name") if isinstance(config, dict) else None).from_pretrained(path)

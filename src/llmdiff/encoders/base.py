@@ -47,8 +47,12 @@ class EncoderConfig:
             raise LLMDiffError(f"encoder mode must be 'hidden' or 'blockwise', got {self.mode!r}")
         if self.padding_side not in ("left", "right"):
             raise LLMDiffError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
-        if self.max_length < 1:
-            raise LLMDiffError(f"max_length must be at least 1, got {self.max_length}")
+        if not 1 <= self.max_length <= 8192:
+            raise LLMDiffError(f"max_length must be in [1, 8192], got {self.max_length}")
+        if not 0 <= self.block_groups <= 1024:
+            raise LLMDiffError(f"block_groups must be in [0, 1024], got {self.block_groups}")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise LLMDiffError(f"encoder dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
 
     @property
     def instruction_text(self) -> str | None:
@@ -153,7 +157,20 @@ def check_prompts(prompts) -> list[str]:
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
             raise LLMDiffError(f"prompts must be strings; prompt {i} is {type(p).__name__}: {p!r}")
+        check_text(p, f"prompt {i}")
     return prompts
+
+
+def check_text(text: str, where: str) -> None:
+    """Refuse text that is not a sentence: bytes that are not UTF-8 (undecodable command-line bytes arrive as
+    lone surrogates) or control characters (a binary file read as captions)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LLMDiffError(f"{where} is not valid UTF-8 text: {text[:40]!r}") from None
+    bad = next((c for c in text if (ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) < 0xA0), None)
+    if bad is not None:
+        raise LLMDiffError(f"{where} holds the control character {bad!r} (binary data?): {text[:40]!r}")
 
 
 def truncate_prompt_ids(ids: list[list[int]], max_length: int, strict: bool) -> None:

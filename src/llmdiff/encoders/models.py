@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LLMDiffError
+from ..integrity import sha256_file
 from ..utils import cache_dir
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,6 @@ def known_models_help() -> str:
     names = ", ".join(PACKAGED)
     return (f"known names: {names}; or pass a local model folder, a .gguf file, "
             "or a Hugging Face hub id such as HuggingFaceTB/SmolLM2-360M (needs internet)")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_dir(package: str) -> Path | None:
@@ -135,10 +128,27 @@ def resolve_model(name: str) -> ResolvedModel:
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise LLMDiffError(f"{p} is not a model folder (no config.json); {known_models_help()}")
+        refuse_custom_code(p)
         return ResolvedModel(str(p), _folder_fingerprint(p), name)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return ResolvedModel(name, "hub-" + _hub_revision(name), name)
     raise LLMDiffError(f"unknown model {name!r}; {known_models_help()}")
+
+
+def refuse_custom_code(folder: Path) -> None:
+    """llmdiff never runs code shipped with a model: a folder whose configs name their own Python classes
+    (``auto_map``) is refused. Loading also passes ``trust_remote_code=False``, so transformers refuses too."""
+    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LLMDiffError(f"{path} is not valid JSON ({e})") from None
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise LLMDiffError(f"{path} asks to run custom code ({', '.join(map(str, data['auto_map']))}); "
+                               "llmdiff only loads models that transformers implements itself")
 
 
 def _hub_revision(repo_id: str) -> str:
@@ -189,8 +199,9 @@ def _dequantise_into(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     # The weights are dequantised at load; only the GGUF markers stop save_pretrained.
     model.hf_quantizer = None
     model.config.quantization_config = None
@@ -209,14 +220,17 @@ def load_pretrained(name: str, dtype: str = "float32"):
     from transformers import AutoModel, AutoTokenizer
 
     resolved = resolve_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-    model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype))
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=False)
+    model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype), trust_remote_code=False)
     return model, tokenizer, resolved.model_id
 
 
 def is_causal_lm(path: str) -> bool:
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(path)
+    try:
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (ValueError, KeyError) as e:  # an unknown model_type, or a config transformers cannot read
+        raise LLMDiffError(f"{path} is not a model transformers can load ({str(e).splitlines()[0][:160]})") from None
     return any(a.endswith("ForCausalLM") for a in (cfg.architectures or [])) or cfg.model_type in (
         "llama", "gemma3_text", "gemma3", "qwen2", "qwen3", "mistral", "phi3", "gpt2")

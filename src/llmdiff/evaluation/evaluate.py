@@ -13,7 +13,7 @@ from ..errors import LLMDiffError
 from ..shapes.suites import COMPBENCH_TAGS, GENEVAL_TAGS, POSITION_BINS
 from ..utils import atomic_write_text
 from .detect import DEFAULT_THRESHOLD, detect
-from .layout import Layout, read_layout
+from .layout import Layout, read_layout, read_record
 from .scoring import score_entry
 
 BENCHMARK_ORDER = ("geneval", "compbench", "position_bias")
@@ -72,6 +72,13 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
 
 def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
     lines = [f"# {title}", "", f"{summary['n_images']} images scored."]
+    producer = summary.get("producer")
+    if producer:
+        lines += ["", f"Made by {producer.get('model_class', 'a model')} with weights sha256 "
+                      f"{str(producer.get('model_sha256'))[:12]}, seed {producer.get('seed')}, {producer.get('steps')} "
+                      f"steps, guidance {producer.get('guidance_scale')}, {producer.get('scheduler')}."]
+    elif "producer" in summary:
+        lines += ["", "No record of what made these images (not written by `llmdiff generate`)."]
     for bench, s in summary["benchmarks"].items():
         lines += ["", f"## {bench}", "", "| task | accuracy | images |", "|---|---:|---:|"]
         lines += [f"| {t} | {v['accuracy']:.3f} | {v['n']} |" for t, v in s["tasks"].items()]
@@ -110,6 +117,7 @@ def run_eval(images: Path, out: Path | None = None, threshold: float = DEFAULT_T
         raise LLMDiffError(f"no image in {images} could be scored; first problem: {first['path']}: {first['error']}")
     results = evaluate_layout(layout, threshold, progress)
     summary = summarize(results, layout.errors)
+    summary["producer"] = read_record(images)
     out = Path(out) if out else Path(images) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))

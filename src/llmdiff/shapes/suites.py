@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMDiffError
+from ..utils import read_text
 
 from .captions import EVAL, PARAPHRASE, Phrasebook, caption
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
@@ -171,13 +172,26 @@ def load_suite(name_or_path: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no prompt suite {name_or_path!r}: pass one of {', '.join(SUITES)} or a JSONL path")
     entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError as e:
             raise LLMDiffError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
+            raise LLMDiffError(f"{path}:{n}: expected a GenEval entry, a JSON object with a \"prompt\" string")
+        entries.append(entry)
+    if not entries:
+        raise LLMDiffError(f"{path} holds no prompts")
+    return entries
+
+
+def with_scenes(entries: list[dict], name: str) -> list[dict]:
+    """Entries that carry the Shapes scene they describe (needed to render them); a clear error otherwise."""
+    missing = next((i for i, e in enumerate(entries) if not isinstance(e.get("scene"), dict)), None)
+    if missing is not None:
+        raise LLMDiffError(f"prompt {missing} of {name} has no \"scene\" to render (only Shapes suites do)")
     return entries
 
 

@@ -63,10 +63,15 @@ class SceneSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneSpec":
-        return cls(
-            objects=tuple(ObjectSpec(**o) for o in d["objects"]),
-            relations=tuple((int(i), str(rel), int(j)) for i, rel, j in d.get("relations", [])),
-        )
+        try:
+            return cls(
+                objects=tuple(ObjectSpec(**o) for o in d["objects"]),
+                relations=tuple((int(i), str(rel), int(j)) for i, rel, j in d.get("relations", [])),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, LLMDiffError):
+                raise
+            raise LLMDiffError(f"not a scene ({type(e).__name__}: {e}): {str(d)[:120]}") from None
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,36 @@ and noise are functions of the step), stops with a message when the loss stops b
 and leaves a run folder:
 
     RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/
+
+Nothing is written into RUN until the config, the data and the model have been checked, and
+RUN/config.yaml is only ever replaced when it is the run's own (a YAML config of your own in
+that folder is refused, never overwritten).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from ..config import ExperimentConfig, load_config, save_config, to_dict
+from ..config import ExperimentConfig, load_config, to_dict, yaml_text
 from ..diffusion import make_scheduler, sample, to_uint8, training_loss
 from ..errors import LLMDiffError
+from ..integrity import folder_lock, record_model_hashes, remove_temp_folders
 from ..utils import atomic_write_text
-from .checkpoint import list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
+from .checkpoint import last_good_checkpoint, list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
 from .data import cached_features, training_data
+
+log = logging.getLogger(__name__)
+
+# The first line of a run's own config.yaml: what tells it apart from a config file of the user's.
+RUN_CONFIG_HEADER = "# llmdiff run config: written by `llmdiff train`, compared on --resume; edit a copy, not this file\n"
 
 SAMPLE_PROMPTS = [
     "a red circle", "a blue square to the left of a yellow triangle", "three green crosses",
@@ -60,10 +72,40 @@ def _same_run(saved: ExperimentConfig, cfg: ExperimentConfig) -> bool:
 
 
 def _read_log(path: Path, before: int) -> list[dict]:
+    """Logged rows of steps before `before`; a line cut short by a kill (or otherwise unreadable) is dropped."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["step"] < before]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] < before:
+            rows.append(row)
+    return rows
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether RUN/config.yaml was written by a run (it starts with our header; older runs: checkpoints or a log
+    next to it) rather than by the user."""
+    with open(path, errors="replace") as f:
+        if f.readline() == RUN_CONFIG_HEADER:
+            return True
+    run = path.parent
+    return bool(list_checkpoints(run / "checkpoints")) or (run / "log.jsonl").is_file()
+
+
+def _check_model_folders(cfg: ExperimentConfig) -> None:
+    """The model folders a config names exist (and verify), before any caption is encoded."""
+    from ..integrity import verify_model_folder
+
+    for key, folder in (("model.init", cfg.model.init), ("model.base", cfg.model.base),
+                        ("model.autoencoder", cfg.model.autoencoder)):
+        if folder and not (Path(folder) / "config.json").is_file():
+            raise LLMDiffError(f"{key} {folder} is not a model folder (no config.json)")
+        if folder:
+            verify_model_folder(folder)
 
 
 class Trainer:
@@ -74,7 +116,8 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.acc = Accelerator(cpu=not torch.cuda.is_available())
-        self._prepare_folder(resume)
+        self._check_folder(resume)  # nothing is written into the run folder before data and model are built
+        _check_model_folders(cfg)
         self.data = training_data(cfg)
         # the periodic sample grid's prompts go through the same feature cache as the captions
         self.sample_texts = [cached_features(e, SAMPLE_PROMPTS, "float32", cfg.text.batch_size).text
@@ -96,31 +139,51 @@ class Trainer:
         self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                      betas=(0.9, cfg.train.adam_beta2))
         self.step, self.history = 0, []
+        self._open_folder()
         if resume:
             self._resume(model)
         self.model, self.opt = self.acc.prepare(model, self.opt)
 
     # --- run folder and resume -----------------------------------------------------------------------
 
-    def _prepare_folder(self, resume: bool) -> None:
+    def _check_folder(self, resume: bool) -> None:
+        """Refuse a run folder this run must not write into; reads only."""
         cfg_path = self.run_dir / "config.yaml"
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise LLMDiffError(f"run folder {self.run_dir} is a file; pass another --run-dir")
+        if cfg_path.is_file() and not _is_run_config(cfg_path):
+            raise LLMDiffError(f"{cfg_path} is not a run's config (a file of yours?); it is never overwritten: "
+                               "use another --run-dir")
+        if cfg_path.is_file() and resume:
+            saved = load_config(cfg_path)
+            if not _same_run(saved, self.cfg):
+                raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
+                                   f"`llmdiff train {cfg_path} --resume` (a larger train.steps extends it) "
+                                   "or use another --run-dir")
+        elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
+            raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
+                               "choose another --run-dir")
+
+    def _open_folder(self) -> None:
+        """Create the run folder, remove what a killed checkpoint write left behind, record the config."""
         if self.acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if cfg_path.is_file() and resume:
-                saved = load_config(cfg_path)
-                if not _same_run(saved, self.cfg):
-                    raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
-                                       f"`llmdiff train {cfg_path} --resume` (a larger train.steps extends it) "
-                                       "or use another --run-dir")
-            elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
-                raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
-                                   "choose another --run-dir")
-            save_config(self.cfg, cfg_path)
+            with self._writing():
+                for stale in remove_temp_folders(self.run_dir / "checkpoints"):
+                    log.warning("removed %s (an interrupted checkpoint write)", stale)
+                atomic_write_text(self.run_dir / "config.yaml", RUN_CONFIG_HEADER + yaml_text(self.cfg))
         self.acc.wait_for_everyone()
+
+    def _writing(self):
+        """The run folder's lock (main process): a second `llmdiff train` into the same folder is refused."""
+        if not self.acc.is_main_process:
+            return contextlib.nullcontext()
+        return folder_lock(self.run_dir, "the run folder")
 
     def _resume(self, model) -> None:
         ckpts = list_checkpoints(self.run_dir / "checkpoints")
-        if not ckpts:
+        if not ckpts:  # killed before its first checkpoint: start again, without the rows it logged
+            if self.acc.is_main_process:
+                atomic_write_text(self.run_dir / "log.jsonl", "")
             return
         ckpt = load_checkpoint(ckpts[-1])
         model.load_state_dict(ckpt["model"])
@@ -136,6 +199,10 @@ class Trainer:
 
     def train(self, stop_after: int | None = None) -> Path | None:
         """Train to cfg.train.steps (or stop after `stop_after` steps, as a kill would); returns the model folder."""
+        with self._writing():
+            return self._train(stop_after)
+
+    def _train(self, stop_after: int | None) -> Path | None:
         from tqdm.auto import tqdm
 
         cfg, tc = self.cfg, self.cfg.train
@@ -159,10 +226,10 @@ class Trainer:
             grad_norm = self.acc.clip_grad_norm_(list(self.trainable.values()), tc.grad_clip)
             mean_loss = self.acc.gather(loss.detach()[None]).mean().item()
             if not (math.isfinite(mean_loss) and math.isfinite(float(grad_norm))):
-                last = list_checkpoints(self.run_dir / "checkpoints")
+                last = last_good_checkpoint(self.run_dir / "checkpoints")
                 raise TrainingDiverged(
                     f"loss became {mean_loss} (grad norm {float(grad_norm)}) at step {self.step}; "
-                    f"the last good checkpoint is {last[-1] if last else 'none'}; lower train.lr or train.grad_clip "
+                    f"the last good checkpoint is {last or 'none'}; lower train.lr or train.grad_clip "
                     "and resume with --resume")
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
@@ -250,6 +317,7 @@ class Trainer:
                 "trainable_parameters": sum(p.numel() for p in self.trainable.values()),
                 "sample": to_dict(self.cfg.sample),
                 "data": to_dict(self.cfg.data), "text": to_dict(self.cfg.text)}, indent=2) + "\n")
+            record_model_hashes(out)
             self._plot_loss()
         self.acc.wait_for_everyone()
         return out
