@@ -81,8 +81,8 @@ def _read_shard(root: Path, i: int, shard_size: int, n_captions: int, digest: st
         t = load_file(path)
     except (SafetensorError, OSError) as e:
         raise LLMDiffError(f"corrupt cache shard {path} ({e}); {advice}") from None
-    if meta.get("first") != str(first) or set(t) != {"features", "mask"} or not \
-            t["features"].shape[0] == t["mask"].shape[0] == n:
+    if meta.get("first") != str(first) or not {"features", "mask"} <= set(t) <= {"features", "mask", "prompt_mask"} \
+            or any(v.shape[0] != n for v in t.values()):
         raise LLMDiffError(f"cache shard {path} should hold captions {first}..{first + n - 1} but records first="
                            f"{meta.get('first')} and {t['mask'].shape[0] if 'mask' in t else '?'} rows "
                            f"(a shard from elsewhere?); {advice}")
