@@ -162,15 +162,15 @@ def build_app(default_model: str | None = None, studio: Studio | None = None):
                 status = gr.Markdown(elem_id="status")
             with gr.Column(scale=2):
                 with gr.Row():
-                    gallery_a = gr.Gallery(label="images (click one to inspect it)", columns=4, height="auto", elem_id="gallery",
+                    gallery_a = gr.Gallery(label="images (click one to inspect it)", columns=4, height=300, elem_id="gallery",
                                            elem_classes="pixelated", object_fit="contain")
-                    gallery_b = gr.Gallery(label="compare", columns=4, height="auto", visible=False,
+                    gallery_b = gr.Gallery(label="compare", columns=4, height=300, visible=False,
                                            elem_id="gallery-compare", elem_classes="pixelated", object_fit="contain")
                 with gr.Row():
                     overlay = gr.Image(label="what the evaluator sees", height=DISPLAY_SIZE, elem_classes="pixelated")
                     verdict = gr.Markdown(elem_id="verdict")
                 maps = gr.Gallery(label="cross-attention per prompt token (mean over layers and steps)", columns=6,
-                                  height="auto", elem_id="attention", object_fit="contain")
+                                  height=260, elem_id="attention", object_fit="contain")
                 with gr.Accordion("attention: layers and steps", open=False):
                     layers = gr.Dropdown([], multiselect=True, label="layers (none chosen: all)")
                     with gr.Row():
