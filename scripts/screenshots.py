@@ -58,9 +58,9 @@ def tensorboard(run: Path, out: Path) -> None:
                     break
                 except Exception:
                     time.sleep(1)
-            page.wait_for_selector("canvas, svg", timeout=60_000)
-            page.wait_for_selector("img", timeout=60_000)
-            time.sleep(5)  # the charts animate in
+            page.get_by_text("train/loss").first.wait_for(timeout=60_000)
+            page.get_by_text("samples").first.wait_for(timeout=60_000)
+            time.sleep(8)  # the charts and images load and animate in
             page.screenshot(path=str(out), full_page=True)
             browser.close()
     finally:
