@@ -110,6 +110,7 @@ class StudioApp:
             if state.get("entry") is not None:
                 ok, clauses = clause_verdicts(dets, state["entry"])
                 lines += [f"GenEval verdict: **{'✓ correct' if ok else '✗ wrong'}**", ""] + [f"- {c}" for c in clauses]
+            layers = [n for n in layers or [] if n in gen.attention.layers]  # a compared model has other layers
             steps = gen.attention.maps.shape[1]
             lo = min(steps - 1, int(steps * float(first_pct) / 100))
             hi = max(lo + 1, int(round(steps * float(last_pct) / 100)))
