@@ -55,7 +55,10 @@ def main():
             if not rows:
                 print(f"| {prompt} | {c} | (colour never drawn) | | | | |")
                 continue
-            m = lambda k: np.nanmean([r[k] for r in rows])  # noqa: E731
+            def m(k):
+                vals = [r[k] for r in rows if not np.isnan(r[k])]
+                return float(np.mean(vals)) if vals else float("nan")
+
             layer = np.mean([r[4] for r in rows], 0)
             print(f"| {prompt} | {c} | {m(0):.2f} | {m(1):.2f} | {m(2):.2f} | {m(3):.2f} | "
                   + " ".join(f"{n.split('.cross_attn')[0]}={v:.2f}" for n, v in zip(layers, layer)) + " |")
