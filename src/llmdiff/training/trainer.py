@@ -132,7 +132,6 @@ def _read_log(path: Path, before: int) -> list[dict]:
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
-
         from accelerate.utils import ProjectConfiguration
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
