@@ -294,7 +294,7 @@ def test_probe_attention_is_a_distribution_over_the_valid_text_tokens():
     Attention the same as its own get_attention_scores."""
     from diffusers.models.attention_processor import Attention
 
-    from llmdiff.evaluation.probe import _AttentionRecorder
+    from llmdiff.evaluation.probe import AttentionRecorder
     from llmdiff.layers import MultiHeadAttention
 
     torch.manual_seed(0)
@@ -308,7 +308,7 @@ def test_probe_attention_is_a_distribution_over_the_valid_text_tokens():
             self.attn2 = Attention(16, cross_attention_dim=16, heads=2, dim_head=8)
 
     h = Holder()
-    rec = _AttentionRecorder(h)
+    rec = AttentionRecorder(h)
     out = h.cross_attn(x, context=ctx, key_mask=mask)
     probs = rec.pop()["cross_attn"]  # (B, M): mass per text token, mean over heads and queries
     assert torch.allclose(probs.sum(-1), torch.ones(2)) and (probs[1, 2:] == 0).all()

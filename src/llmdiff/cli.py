@@ -9,6 +9,7 @@
     llmdiff experiment SPEC.yaml         train and compare variants (the papers' ablations)
     llmdiff autoencoder --out DIR        train the small autoencoder for latent diffusion
     llmdiff demo                         the main job on the embedded default
+    llmdiff serve [--port 7860]          the studio: a local web page to generate, compare and look inside
 """
 
 from __future__ import annotations
@@ -441,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4)
     d.add_argument("--seed", type=SEED, default=0)
     d.add_argument("--full", action="store_true", help="the whole geneval suite (164 prompts) instead of 12")
+
+    sv = sub.add_parser("serve", help="the studio: a local web page to generate images, compare two models and see "
+                        "each prompt token's attention and what the evaluator detects")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    sv.add_argument("--model", help="model folder selected (and loaded) at start (default: the shipped "
+                    "models/shapes-lidit)")
     return p
 
 
@@ -452,6 +460,18 @@ def _probe(args) -> None:
     out = probe_models(args.models, args.out, args.images, args.seed)
     print((out / "probe.md").read_text())
     print(f"wrote {out / 'probe.md'}, probe.json and probe.png")
+
+
+@command("serve")
+def _serve(args) -> None:
+    from .studio_app import serve
+
+    if not 0 < args.port < 65536:
+        raise LLMDiffError(f"--port must be in 1..65535, got {args.port}")
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        raise LLMDiffError(f"{args.model} is not a model folder (no config.json); give a trained model folder")
+    print(f"llmdiff studio on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    serve(args.host, args.port, args.model)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -117,6 +117,9 @@ class ModelConfig:
             raise LLMDiffError("model.kind=unet_adapter needs model.base=FOLDER (the frozen U-Net to adapt)")
 
 
+REPORTERS = ("none", "tensorboard", "wandb")  # accelerate's trackers we support
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000
@@ -137,6 +140,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     threads: int = 0  # torch threads (0: leave as is)
+    report_to: str = "none"  # "none", "tensorboard" (RUN/logs) or "wandb": loss, lr, grad norm, images/s, samples
+    # the sample grid's prompts: a list, or a suite name (8 of its prompts, every task); empty: a fixed set of 8
+    validation_prompts: str | tuple[str, ...] = ()
 
     def __post_init__(self):
         from .diffusion import OBJECTIVES
@@ -160,6 +166,7 @@ class TrainConfig:
         check_range("train.keep_checkpoints", self.keep_checkpoints, 1, 1000)
         check_range("train.seed", self.seed, 0, 2**63 - 1)
         check_range("train.threads", self.threads, 0, 4096)
+        check_choice("train.report_to", self.report_to, REPORTERS)
 
 
 @dataclass(frozen=True)
@@ -327,8 +334,27 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
     return out
 
 
+# Config fields that name files or folders: relative values in a config file mean relative to that file's folder.
+PATH_FIELDS = (("data", "path"), ("model", "base"), ("model", "autoencoder"), ("model", "init"))
+
+
+def _resolve_paths(data: dict, folder: Path) -> None:
+    """Make the relative paths of a config file's data absolute against the file's folder (in place). An
+    encoder's ``model`` is a name or a path: it is taken as a path when that path exists."""
+    for section, key in PATH_FIELDS:
+        value = data[section].get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][key] = str((folder / Path(value).expanduser()).resolve())
+    text = data.get("text") if isinstance(data.get("text"), dict) else {}
+    for enc in text.get("encoders") or []:
+        model = enc.get("model") if isinstance(enc, dict) else None
+        if isinstance(model, str) and not Path(model).is_absolute() and (folder / model).exists():
+            enc["model"] = str((folder / model).resolve())
+
+
 def load_config(path: Path | str | None = None, overrides: list[str] = (), cls=ExperimentConfig):
-    """A config from a YAML file (or the defaults) with dotted overrides applied."""
+    """A config from a YAML file (or the defaults) with dotted overrides applied. Relative paths in the file
+    are relative to the file's folder; in the overrides, relative to the working directory."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -340,9 +366,13 @@ def load_config(path: Path | str | None = None, overrides: list[str] = (), cls=E
             raise LLMDiffError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(data, dict):
             raise LLMDiffError(f"{path}: the top level must be a mapping")
+        if cls is ExperimentConfig:
+            _resolve_paths(data, path.resolve().parent)
     data = to_dict(from_dict(cls, data)) if data else to_dict(cls())
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(data, key, value)
+    if cls is ExperimentConfig:  # what is left relative came from the command line; saved configs hold absolute paths
+        _resolve_paths(data, Path.cwd())
     return from_dict(cls, data)
 
 

@@ -6,11 +6,14 @@ keeps an EMA of the trainable weights, checkpoints atomically, resumes exactly (
 and noise are functions of the step), stops with a message when the loss stops being finite,
 and leaves a run folder:
 
-    RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/
+    RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/  [logs/]
 
 Nothing is written into RUN until the config, the data and the model have been checked, and
 RUN/config.yaml is only ever replaced when it is the run's own (a YAML config of your own in
 that folder is refused, never overwritten).
+
+With ``train.report_to`` (tensorboard or wandb, through accelerate's trackers) the loss, learning rate,
+gradient norm, training throughput and the sample grids are also logged there as the run goes.
 """
 
 from __future__ import annotations
@@ -47,6 +50,72 @@ SAMPLE_PROMPTS = [
 
 class TrainingDiverged(LLMDiffError):
     pass
+
+
+def validation_prompts(tc) -> list[str]:
+    """The sample grid's prompts: ``train.validation_prompts`` (a list, or 8 prompts of a suite spread over its
+    tasks), else SAMPLE_PROMPTS."""
+    v = tc.validation_prompts
+    if not v:
+        return list(SAMPLE_PROMPTS)
+    if isinstance(v, str):
+        from ..shapes.suites import load_suite
+
+        try:
+            entries = load_suite(v)
+        except FileNotFoundError as e:
+            raise LLMDiffError(f"train.validation_prompts: {e}") from None
+        return [e["prompt"] for e in entries[:: max(1, len(entries) // 8)][:8]]
+    return list(v)
+
+
+def check_paths(cfg: ExperimentConfig) -> None:
+    """Every file and folder the config names, checked at once before anything slow starts (the caption cache),
+    and the model folders it names verified against their recorded hashes."""
+    problems = []
+    if cfg.data.world == "folder" and not (Path(cfg.data.path or "") / "metadata.jsonl").is_file():
+        problems.append(f"data.path {cfg.data.path} has no metadata.jsonl")
+    for key in ("base", "autoencoder", "init"):
+        value = getattr(cfg.model, key)
+        if value and not (Path(value) / "config.json").is_file():
+            problems.append(f"model.{key} {value} is not a model folder (no config.json)")
+    for i, enc in enumerate(cfg.text.encoders):
+        looks_local = enc.model.startswith(("/", ".", "~")) or enc.model.endswith(".gguf")
+        if looks_local and not Path(enc.model).expanduser().exists():
+            problems.append(f"text.encoders[{i}].model {enc.model} does not exist")
+    if problems:
+        raise LLMDiffError("; ".join(problems) + " (relative paths in a config file are relative to its folder)")
+    from ..integrity import verify_model_folder
+
+    for folder in (cfg.model.init, cfg.model.base, cfg.model.autoencoder):
+        if folder:
+            verify_model_folder(folder)
+
+
+def _hparams(cfg: ExperimentConfig) -> dict:
+    """The config as flat scalars (dotted keys), as trackers store hyperparameters."""
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", to_dict(cfg))
+    return out
+
+
+def _tracker(report_to: str) -> str | None:
+    """accelerate's ``log_with`` for train.report_to, after checking its package is installed."""
+    if report_to == "none":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec(report_to) is None:
+        raise LLMDiffError(f"train.report_to={report_to} needs the {report_to} package: pip install 'llmdiff[{report_to}]'")
+    return report_to
 
 
 def lr_at(step: int, cfg) -> float:
@@ -96,31 +165,22 @@ def _is_run_config(path: Path) -> bool:
     return bool(list_checkpoints(run / "checkpoints")) or (run / "log.jsonl").is_file()
 
 
-def _check_model_folders(cfg: ExperimentConfig) -> None:
-    """The model folders a config names exist (and verify), before any caption is encoded."""
-    from ..integrity import verify_model_folder
-
-    for key, folder in (("model.init", cfg.model.init), ("model.base", cfg.model.base),
-                        ("model.autoencoder", cfg.model.autoencoder)):
-        if folder and not (Path(folder) / "config.json").is_file():
-            raise LLMDiffError(f"{key} {folder} is not a model folder (no config.json)")
-        if folder:
-            verify_model_folder(folder)
-
-
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        check_paths(cfg)
+        self.sample_prompts = validation_prompts(cfg.train)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        self.acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=_tracker(cfg.train.report_to),
+                               project_config=ProjectConfiguration(self.run_dir, self.run_dir / "logs"))
         self._check_folder(resume)  # nothing is written into the run folder before data and model are built
-        _check_model_folders(cfg)
         self.data = training_data(cfg)
         # the periodic sample grid's prompts go through the same feature cache as the captions
-        self.sample_texts = [cached_features(e, SAMPLE_PROMPTS, "float32", cfg.text.batch_size).text
+        self.sample_texts = [cached_features(e, self.sample_prompts, "float32", cfg.text.batch_size).text
                              for e in cfg.text.encoders]
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         from ..denoisers import build_denoiser
@@ -210,6 +270,20 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"training {cfg.name}", unit="step",
                    disable=not (self.progress and self.acc.is_main_process))
         log_file = self.run_dir / "log.jsonl"
+        if self.acc.log_with:
+            self.acc.init_trackers(cfg.name, config=_hparams(cfg))
+        try:
+            self._loop(end, bar, log_file)
+        finally:
+            bar.close()
+            if self.acc.log_with:
+                self.acc.end_training()
+        if self.step < tc.steps:
+            return None
+        return self._export()
+
+    def _loop(self, end: int, bar, log_file: Path) -> None:
+        tc = self.cfg.train
         t_last, n_imgs = time.perf_counter(), 0
         while self.step < end:
             x0, texts, gen = self.data.batch(self.step, self.acc.process_index, tc.batch_size, tc.caption_dropout)
@@ -242,19 +316,19 @@ class Trainer:
                 t_last, n_imgs = time.perf_counter(), 0
                 recent = [r["loss"] for r in self.history[-tc.log_every + 1:]] + [mean_loss]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", img_s=f"{row['img_s']:.0f}")
+                self.acc.log({"train/loss": sum(recent) / len(recent), "train/lr": row["lr"],
+                              "train/grad_norm": row["grad_norm"], "train/images_per_s": row["img_s"]}, step=self.step)
             self.history.append(row)
             if self.acc.is_main_process:
                 with open(log_file, "a") as f:
                     f.write(json.dumps(row) + "\n")
             bar.update(1)
+            paused = time.perf_counter()  # checkpoints and sample grids do not count against the throughput
             if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                 self._checkpoint()
             if tc.sample_every and (self.step % tc.sample_every == 0 or self.step == tc.steps):
                 self._sample_grid()
-        bar.close()
-        if self.step < tc.steps:
-            return None
-        return self._export()
+            t_last += time.perf_counter() - paused
 
     def _update_ema(self) -> None:
         decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
@@ -292,8 +366,23 @@ class Trainer:
                       sc.guidance_scale, gen, (c, size, size))
         if self.codec is not None:
             imgs = self.codec.decode(imgs)
-        image_grid(to_uint8(imgs), SAMPLE_PROMPTS, self.run_dir / "samples" / f"step-{self.step:07d}.png",
-                   title=f"{self.cfg.name}, step {self.step}, guidance {sc.guidance_scale}")
+        path = image_grid(to_uint8(imgs), self.sample_prompts, self.run_dir / "samples" / f"step-{self.step:07d}.png",
+                          title=f"{self.cfg.name}, step {self.step}, guidance {sc.guidance_scale}")
+        self._log_grid(path)
+
+    def _log_grid(self, path: Path) -> None:
+        """The sample grid to the tracker (TensorBoard's Images tab, or wandb)."""
+        if not self.acc.log_with:
+            return
+        import numpy as np
+        from PIL import Image
+
+        grid = np.asarray(Image.open(path).convert("RGB"))
+        tracker = self.acc.get_tracker(self.cfg.train.report_to)
+        if self.cfg.train.report_to == "tensorboard":
+            tracker.log_images({"samples": grid[None]}, step=self.step, dataformats="NHWC")
+        else:
+            tracker.log_images({"samples": [grid]}, step=self.step)
 
     def _plot_loss(self) -> None:
         from ..viz import loss_curve
