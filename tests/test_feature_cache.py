@@ -10,9 +10,8 @@ from llmdiff.encoders import EncoderConfig
 from llmdiff.encoders.cache import build_cache, default_cache_folder, key_hash, load_cache, read_captions
 from llmdiff.encoders.llm import DecoderPromptEncoder
 from llmdiff.errors import LLMDiffError
+from tiny import CAPTIONS
 
-CAPTIONS = [f"{n} {c} circles and a {s} square" for n in ("two", "three", "four") for c in ("red", "blue", "green")
-            for s in ("small", "large")] + ["", "a disc"]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from PIL import Image
 
 from llmdiff.cli import main
 
-from test_training import TINY, tiny_cfg
+from tiny import TINY_OVERRIDES as TINY, tiny_cfg
 
 # --- the table ------------------------------------------------------------------------------------
 

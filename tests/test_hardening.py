@@ -21,8 +21,7 @@ from llmdiff.config import load_config
 from llmdiff.errors import LLMDiffError
 from llmdiff.training.trainer import Trainer, TrainingDiverged, train
 
-from test_feature_cache import CAPTIONS
-from test_training import TINY, losses, tiny_cfg
+from tiny import CAPTIONS, TINY_OVERRIDES as TINY, losses, tiny_cfg
 
 
 @pytest.fixture(scope="module")

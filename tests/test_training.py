@@ -10,10 +10,7 @@ from llmdiff.config import load_config, to_dict
 from llmdiff.errors import LLMDiffError
 from llmdiff.pipelines import LLMDiffPipeline, generate_suite
 from llmdiff.training.trainer import Trainer, TrainingDiverged, train
-
-def losses(run_dir):
-    return [json.loads(l)["loss"] for l in (run_dir / "log.jsonl").read_text().splitlines()]
-
+from tiny import losses
 
 def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
     with pytest.raises(LLMDiffError, match=r"unknown key train\.stepz.*known keys under train: steps"):
