@@ -352,20 +352,26 @@ def _resolve_paths(data: dict, folder: Path) -> None:
             enc["model"] = str((folder / model).resolve())
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """The mapping a YAML file holds (empty file: {}), or a one-line error naming the file."""
+    if not path.is_file():
+        raise LLMDiffError(f"no {what} {path}")
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise LLMDiffError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict):
+        raise LLMDiffError(f"{path}: the top level must be a mapping")
+    return data
+
+
 def load_config(path: Path | str | None = None, overrides: list[str] = (), cls=ExperimentConfig):
     """A config from a YAML file (or the defaults) with dotted overrides applied. Relative paths in the file
     are relative to the file's folder; in the overrides, relative to the working directory."""
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise LLMDiffError(f"no config file {path}")
-        try:
-            data = yaml.safe_load(read_text(path)) or {}
-        except yaml.YAMLError as e:
-            raise LLMDiffError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise LLMDiffError(f"{path}: the top level must be a mapping")
+        data = read_yaml_mapping(path, "config file")
         if cls is ExperimentConfig:
             _resolve_paths(data, path.resolve().parent)
     data = to_dict(from_dict(cls, data)) if data else to_dict(cls())

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import from_dict, load_config
+from .config import from_dict, load_config, read_yaml_mapping
 from .errors import LLMDiffError
-from .utils import atomic_write_text, read_text
+from .utils import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,7 @@ class ExperimentSpec:
 
 
 def load_spec(path: Path | str) -> ExperimentSpec:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise LLMDiffError(f"no experiment file {path}")
-    try:
-        data = yaml.safe_load(read_text(path)) or {}
-    except yaml.YAMLError as e:
-        raise LLMDiffError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise LLMDiffError(f"{path}: the top level must be a mapping")
-    return from_dict(ExperimentSpec, data)
+    return from_dict(ExperimentSpec, read_yaml_mapping(Path(path), "experiment file"))
 
 
 MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for every seed, or {seed: folder})
