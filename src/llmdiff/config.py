@@ -346,7 +346,8 @@ def _resolve_paths(data: dict, folder: Path) -> None:
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             data[section][key] = str((folder / Path(value).expanduser()).resolve())
     text = data.get("text") if isinstance(data.get("text"), dict) else {}
-    for enc in text.get("encoders") or []:
+    encoders = text.get("encoders")
+    for enc in encoders if isinstance(encoders, list) else []:  # anything else is refused when the config is built
         model = enc.get("model") if isinstance(enc, dict) else None
         if isinstance(model, str) and not Path(model).is_absolute() and (folder / model).exists():
             enc["model"] = str((folder / model).resolve())
