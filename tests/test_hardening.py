@@ -193,7 +193,8 @@ def test_a_kill_during_a_checkpoint_write_resumes_to_the_same_weights(tmp_path):
     run = tmp_path / "killed"
     (tmp_path / "c.yaml").write_text("name: tiny\n")
     cmd = [sys.executable, "-c", KILL_SCRIPT, "train", str(tmp_path / "c.yaml"), *TINY, "--run-dir", str(run)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    # the same thread count as this process: the killed and the straight run must do the same arithmetic
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp-")]  # the torn write
