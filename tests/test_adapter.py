@@ -2,7 +2,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from llmdiff.connectors.conditioner import TextInput
+from llmdiff.encoders import TextInput
 from llmdiff.denoisers.adapter import (
     AdaptedDenoiser, AdaptedUNet, LLMAdapter, attach_adapter, cross_attentions,
 )

@@ -32,16 +32,14 @@ def test_autoencoder_shapes_and_codec(tmp_path):
         LatentCodec(tmp_path / "missing")
 
 
-def test_latent_training_exports_a_self_contained_model(tmp_path):
+def test_latent_training_exports_a_self_contained_model(tmp_path, tiny_overrides):
     from llmdiff.config import load_config
     from llmdiff.pipelines import LLMDiffPipeline
     from llmdiff.training.trainer import train
 
-    from test_training import TINY
-
     ae = train_autoencoder(tmp_path / "ae", steps=2, batch_size=4, progress=False)
-    cfg = load_config(None, TINY + [f"model.autoencoder={ae}", "model.overrides={hidden_size: 32, depth: 1, heads: 2, "
-                                    "patch_size: 1}", "train.steps=2"])
+    cfg = load_config(None, tiny_overrides + [f"model.autoencoder={ae}", "train.steps=2",
+                                              "model.overrides={hidden_size: 32, depth: 1, heads: 2, patch_size: 1}"])
     model = train(cfg, tmp_path / "run", progress=False)
     assert (model / "vae" / "config.json").is_file()
     pipe = LLMDiffPipeline.from_pretrained(model)
@@ -50,14 +48,18 @@ def test_latent_training_exports_a_self_contained_model(tmp_path):
     assert img.shape == (32, 32, 3)
 
 
-def test_experiment_runner_trains_evaluates_and_resumes(tmp_path):
+@pytest.mark.integration
+def test_experiment_runner_trains_evaluates_and_resumes(tmp_path, tiny_overrides, monkeypatch):
     import yaml
 
-    from test_training import TINY
+    from llmdiff.shapes import suites
 
+    shipped = suites.load_suite
+    # the runner is under test, not the suite: its first 12 prompts stand in for the whole of it
+    monkeypatch.setattr(suites, "load_suite", lambda name: shipped(name)[:12])
     base = tmp_path / "base.yaml"
     base.write_text("name: base\n")
-    overrides = {k: v for k, v in (o.split("=", 1) for o in TINY)}
+    overrides = {k: v for k, v in (o.split("=", 1) for o in tiny_overrides)}
     spec_path = tmp_path / "exp.yaml"
     variants = {"a": {"text.refiner_depth": 0}, "b": {"text.refiner_depth": 1}}
     common = {k: v for k, v in overrides.items() if k != "name"}

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from llmdiff.shapes.captions import EVAL, PARAPHRASE, TRAIN, caption
+from llmdiff.errors import LLMDiffError
+from llmdiff.shapes.captions import EVAL, PARAPHRASE, TRAIN, TRAIN_RICH, caption
 from llmdiff.shapes.suites import (
     HELDOUT_COMPOSITIONS, SUITES, build_suite, contradicting_spec, is_heldout, load_suite, suite_path,
 )
@@ -14,8 +15,34 @@ from llmdiff.shapes.world import ObjectSpec, SceneSpec
 
 @pytest.mark.parametrize("field", ["single", "pair", "relation", "count", "listing"])
 def test_sentence_frames_are_disjoint_between_phrasebooks(field):
-    for a, b in itertools.combinations((TRAIN, EVAL, PARAPHRASE), 2):
+    for a, b in [*itertools.combinations((TRAIN, EVAL, PARAPHRASE), 2), (TRAIN_RICH, EVAL), (TRAIN_RICH, PARAPHRASE)]:
         assert not set(getattr(a, field)) & set(getattr(b, field)), (a.name, b.name)
+
+
+def _words(book, field):
+    return {w for ws in getattr(book, field).values() for w in ws}
+
+
+@pytest.mark.parametrize("phrasebook", ["train", "train-rich"])
+def test_no_paraphrase_word_or_frame_reaches_training_captions(phrasebook):
+    text = " ".join(build_caption_set(3000, 2, seed=5, phrasebook=phrasebook).captions)
+    unseen = set()
+    for field in ("nouns", "colors", "sizes", "relations", "relations_from_object"):
+        unseen |= _words(PARAPHRASE, field) - _words(TRAIN, field)
+    assert {"three-sided shape", "scarlet", "tiny", "beneath", "floating over it"} <= unseen
+    for w in sorted(unseen):
+        assert w not in text, w
+    for frame in PARAPHRASE.attribute_frames:  # "{size} {noun} in {color}": the word after the noun
+        joint = frame.split("{noun}")[1].split("{color}")[0].strip()
+        assert f" {joint} red" not in text and f" {joint} blue" not in text, joint
+
+
+def test_the_rich_phrasebook_uses_its_extra_words_and_frames():
+    text = " ".join(build_caption_set(3000, 2, seed=5, phrasebook="train-rich").captions)
+    for w in ("orb", "wedge", "cobalt", "west of", "that is", "painted", "giant"):
+        assert w in text, w
+    with pytest.raises(LLMDiffError, match="phrasebook"):
+        build_caption_set(10, phrasebook="paraphrase")
 
 
 def test_paraphrase_synonyms_never_appear_in_training_captions():

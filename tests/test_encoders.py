@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from llmdiff.encoders import EncoderConfig
+from llmdiff.encoders import EncoderConfig, TextInput
 from llmdiff.encoders.base import drop_instruction
 from llmdiff.encoders.llm import PROMPT, DecoderPromptEncoder, parse_layers
 from llmdiff.errors import LLMDiffError
@@ -20,6 +20,30 @@ def make(lm, **cfg):
 def close(a, b, rel=1e-5):
     scale = max(a.abs().max().item(), 1e-6)
     torch.testing.assert_close(a, b, rtol=rel, atol=rel * scale)
+
+
+def test_text_input_trims_selects_and_drops_rows_with_their_prompt_masks():
+    # rows as a cache holds left-padded batches: padding before the tokens, then up to the longest caption
+    mask = torch.tensor([[0, 0, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    prompt = mask & (torch.arange(7) > 1)  # the first two positions hold the instruction
+    text = TextInput(torch.randn(3, 2, 7, 5) * mask[:, None, :, None], mask, prompt)
+    trimmed = text.trimmed()
+    assert trimmed.mask.shape == (3, 4) and torch.equal(trimmed.mask.sum(1), mask.sum(1))  # no token lost
+    assert torch.equal(trimmed.features, text.features[..., :4, :]) and torch.equal(trimmed.prompt_mask, prompt[:, :4])
+    picked = text.select(torch.tensor([2, 0]))
+    assert torch.equal(picked.mask, mask[[2, 0]]) and torch.equal(picked.prompt_mask, prompt[[2, 0]])
+    dropped = text.dropped(torch.tensor([False, True, False]))
+    assert not dropped.mask[1].any() and not dropped.prompt_mask[1].any()
+    assert torch.equal(dropped.mask[[0, 2]], mask[[0, 2]]) and torch.equal(dropped.prompt_mask[[0, 2]], prompt[[0, 2]])
+    both = TextInput.cat([text, text.empty_like()])
+    assert both.features.shape == (6, 2, 7, 5) and not both.mask[3:].any() and torch.equal(both.prompt_mask[:3], prompt)
+    plain = TextInput(torch.ones(1, 2, 9, 5), torch.ones(1, 9, dtype=torch.bool))  # longer, no prompt mask
+    mixed = TextInput.cat([text, plain])
+    assert mixed.features.shape == (4, 2, 9, 5) and torch.equal(mixed.mask[:3, :7], mask)
+    assert not mixed.mask[:3, 7:].any()
+    assert torch.equal(mixed.prompt_mask[3], plain.mask[0]) and (mixed.features[:3, :, 7:] == 0).all()
+    half = text.to(dtype=torch.float16)
+    assert half.features.dtype == torch.float16 and half.mask.dtype == torch.bool
 
 
 def test_parse_layers():
@@ -130,13 +154,14 @@ def test_padding_invariance(tiny_lm):
 
 
 def test_repeat_keeps_features_and_masks_in_the_same_order(tiny_lm):
-    out = make(tiny_lm).encode(PROMPTS[:3])
+    out = make(tiny_lm, instruction="default", keep_instruction=True).encode(PROMPTS[:3])
     rep = out.repeat(4)
     assert rep.features.shape[0] == 12
     for i in range(3):
         for j in range(4):
             assert torch.equal(rep.features[4 * i + j], out.features[i])
             assert torch.equal(rep.mask[4 * i + j], out.mask[i])
+            assert torch.equal(rep.prompt_mask[4 * i + j], out.prompt_mask[i])
 
 
 def test_blockwise_difference_by_hand():
@@ -207,7 +232,7 @@ def test_long_prompt_is_truncated_with_one_warning(tiny_lm, caplog):
     warnings = [r for r in caplog.records if "max_length=5" in r.getMessage()]
     assert len(warnings) == 1
     n_tokens = len(enc.tokenizer(PROMPTS[3], add_special_tokens=False)["input_ids"])
-    assert out.truncated[3] == n_tokens - 5 and f"{n_tokens - 5} tokens cut" in warnings[0].getMessage()
+    assert f"up to {n_tokens - 5} tokens cut (prompt 3)" in warnings[0].getMessage()  # prompt 3 is the longest
     assert out.mask.sum(1).max() == 5
     with pytest.raises(LLMDiffError, match="max_length=5"):
         make(tiny_lm, max_length=5, strict=True).encode(PROMPTS)

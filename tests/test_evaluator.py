@@ -10,7 +10,6 @@ from llmdiff.evaluation.evaluate import run_eval
 from llmdiff.evaluation.layout import write_prompt_folder
 from llmdiff.evaluation.scoring import score_attributes, score_geneval, score_spatial
 from llmdiff.evaluation.validate import validate
-from llmdiff.shapes.corrupt import corrupt
 from llmdiff.shapes.suites import load_suite
 from llmdiff.shapes.world import COLORS, SHAPES, ObjectSpec, SceneSpec, render
 
@@ -159,7 +158,7 @@ def test_cli_turns_broken_files_into_one_line_and_bugs_into_a_traceback_file(tmp
 
     model = tmp_path / "model"
     model.mkdir()
-    (model / "config.json").write_text("{not json")
+    (model / "model_index.json").write_text("{not json")
     assert main(["probe", str(model), "--out", str(tmp_path / "p")]) == 2  # broken JSON: bad input, one line
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("llmdiff probe: error:")

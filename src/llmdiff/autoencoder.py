@@ -102,7 +102,7 @@ def train_autoencoder(out: Path | str, steps: int = 1500, batch_size: int = 32, 
 def register_latent_stats(ae, z: torch.Tensor) -> None:
     """Record the latents' global and per-channel statistics in the autoencoder's config.
 
-    Channels of an RGB-anchored latent differ in spread by ~4x; normalising each one (diffusers'
+    Channels of an RGB-anchored latent differ in spread several-fold; normalising each one (diffusers'
     ``latents_mean``/``latents_std``, as SDXL-style VAEs record them) gives every channel the same
     signal-to-noise ratio along the diffusion schedule.
     """

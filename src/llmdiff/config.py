@@ -9,6 +9,7 @@ types, and every run writes the resolved configuration next to its checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,27 @@ import yaml
 
 from .encoders.base import EncoderConfig
 from .errors import LLMDiffError
+from .utils import read_text
+
+
+def check_range(where: str, value, lo=None, hi=None, lo_open: bool = False) -> None:
+    """A number within [lo, hi] (or (lo, hi] with lo_open), finite; else a one-line error naming the key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LLMDiffError(f"{where} must be a finite number, got {value}")
+    low_ok = lo is None or (value > lo if lo_open else value >= lo)
+    if not low_ok or (hi is not None and value > hi):
+        span = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise LLMDiffError(f"{where} must be in {span}, got {value}")
+
+
+def check_choice(where: str, value, known) -> None:
+    if value not in known:
+        raise LLMDiffError(f"{where} must be one of {', '.join(map(str, known))}, got {value!r}")
+
+
+MAX_STEPS = 10_000_000  # training steps; anything larger is a typo, not a plan
+MAX_SAMPLE_STEPS = 1000  # sampling steps (the schedulers' 1000 training timesteps)
+MAX_RESOLUTION = 1024
 
 
 @dataclass(frozen=True)
@@ -28,7 +50,25 @@ class DataConfig:
     n_scenes: int = 6000  # scene specifications drawn for the finite caption set
     captions_per_scene: int = 2
     mix: dict | None = None  # weights of single/pair/relation/count/listing scenes (None: the default mix)
+    phrasebook: str = "train"  # training captions' words and frames: "train" or "train-rich" (more synonyms)
     seed: int = 0
+    skip_bad: bool = False  # world "folder": train on the good rows when some images are unreadable (else refuse)
+
+    def __post_init__(self):
+        check_choice("data.world", self.world, ("shapes", "folder"))
+        if self.world == "folder" and not self.path:
+            raise LLMDiffError("data.world=folder needs data.path=DIR (a folder with metadata.jsonl)")
+        check_range("data.resolution", self.resolution, 8, MAX_RESOLUTION)
+        check_range("data.n_scenes", self.n_scenes, 1, 10_000_000)
+        check_range("data.captions_per_scene", self.captions_per_scene, 1, 100)
+        check_range("data.seed", self.seed, 0, 2**63 - 1)
+        for task, weight in (self.mix or {}).items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+                raise LLMDiffError(f"data.mix.{task} must be a number, got {weight!r}")
+            check_range(f"data.mix.{task}", weight, 0)
+        from .shapes.captions import TRAINING_PHRASEBOOKS
+
+        check_choice("data.phrasebook", self.phrasebook, tuple(TRAINING_PHRASEBOOKS))
 
 
 @dataclass(frozen=True)
@@ -44,6 +84,16 @@ class TextConfig:
     cache_dtype: str = "float16"
     batch_size: int = 64  # encoding batch size when the cache is built
 
+    def __post_init__(self):
+        from .encoders.cache import DTYPES
+
+        if not self.encoders:
+            raise LLMDiffError("text.encoders needs at least one encoder")
+        check_choice("text.connector", self.connector, ("single", "layer_mix", "blockwise"))
+        check_range("text.refiner_depth", self.refiner_depth, 0, 64)
+        check_choice("text.cache_dtype", self.cache_dtype, tuple(DTYPES))
+        check_range("text.batch_size", self.batch_size, 1, 65536)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -53,6 +103,21 @@ class ModelConfig:
     base: str | None = None  # unet_adapter: the frozen base model folder
     autoencoder: str | None = None  # latent diffusion: a trained autoencoder folder (None: pixel space)
     init: str | None = None  # start from this trained model folder's weights (same architecture): fine-tuning
+
+    def __post_init__(self):
+        from .denoisers import KINDS
+
+        check_choice("model.kind", self.kind, KINDS)
+        if self.kind == "lidit":
+            from .denoisers.lidit import PRESETS
+        else:
+            from .denoisers.unet import PRESETS
+        check_choice("model.preset", self.preset, tuple(PRESETS))
+        if self.kind == "unet_adapter" and not self.base:
+            raise LLMDiffError("model.kind=unet_adapter needs model.base=FOLDER (the frozen U-Net to adapt)")
+
+
+REPORTERS = ("none", "tensorboard", "wandb")  # accelerate's trackers we support
 
 
 @dataclass(frozen=True)
@@ -75,10 +140,33 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     threads: int = 0  # torch threads (0: leave as is)
+    report_to: str = "none"  # "none", "tensorboard" (RUN/logs) or "wandb": loss, lr, grad norm, images/s, samples
+    # the sample grid's prompts: a list, or a suite name (8 of its prompts, every task); empty: a fixed set of 8
+    validation_prompts: str | tuple[str, ...] = ()
 
     def __post_init__(self):
+        from .diffusion import OBJECTIVES
+
+        check_range("train.steps", self.steps, 1, MAX_STEPS)
+        check_range("train.batch_size", self.batch_size, 1, 65536)
+        check_range("train.lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_range("train.weight_decay", self.weight_decay, 0.0, 10.0)
         if not 0.0 <= self.adam_beta2 < 1.0:
             raise LLMDiffError(f"train.adam_beta2 must be in [0, 1), got {self.adam_beta2}")
+        check_range("train.warmup", self.warmup, 0, MAX_STEPS)
+        check_choice("train.schedule", self.schedule, ("cosine", "constant"))
+        check_range("train.grad_clip", self.grad_clip, 0.0, None, lo_open=True)
+        check_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
+        check_range("train.caption_dropout", self.caption_dropout, 0.0, 1.0)
+        check_choice("train.objective", self.objective, OBJECTIVES)
+        check_range("train.flow_shift", self.flow_shift, 0.0, 100.0, lo_open=True)
+        check_range("train.checkpoint_every", self.checkpoint_every, 1, MAX_STEPS)
+        check_range("train.sample_every", self.sample_every, 0, MAX_STEPS)
+        check_range("train.log_every", self.log_every, 1, MAX_STEPS)
+        check_range("train.keep_checkpoints", self.keep_checkpoints, 1, 1000)
+        check_range("train.seed", self.seed, 0, 2**63 - 1)
+        check_range("train.threads", self.threads, 0, 4096)
+        check_choice("train.report_to", self.report_to, REPORTERS)
 
 
 @dataclass(frozen=True)
@@ -87,6 +175,13 @@ class SampleConfig:
     guidance_scale: float = 2.0
     scheduler: str = "default"  # default for the objective, or flow_euler / dpm_solver / ddim
 
+    def __post_init__(self):
+        from .diffusion import SCHEDULERS
+
+        check_range("sample.steps", self.steps, 1, MAX_SAMPLE_STEPS)
+        check_range("sample.guidance_scale", self.guidance_scale, 0.0, 100.0)
+        check_choice("sample.scheduler", self.scheduler, SCHEDULERS)
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -94,22 +189,35 @@ class EvalConfig:
     images_per_prompt: int = 4
     seed: int = 0
 
+    def __post_init__(self):
+        if not self.suites:
+            raise LLMDiffError("eval.suites needs at least one suite")
+        check_range("eval.images_per_prompt", self.images_per_prompt, 1, 1000)
+        check_range("eval.seed", self.seed, 0, 2**63 - 1)
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"
-    data: DataConfig = DataConfig()
-    text: TextConfig = TextConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    sample: SampleConfig = SampleConfig()
-    eval: EvalConfig = EvalConfig()
+    # factories: the sections' checks import the model and sampler registries, which import this module
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # --- building configs from plain data -------------------------------------------------------------
 
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _finite(value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise LLMDiffError(f"{where}: expected a finite number, got {value}")
+    return value
 
 
 def _convert(tp, value, where: str):
@@ -142,14 +250,19 @@ def _convert(tp, value, where: str):
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise LLMDiffError(f"{where}: expected a mapping, got {value!r}")
+        for k, v in value.items():
+            if isinstance(v, float):
+                _finite(v, f"{where}.{k}")
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), where)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            return _finite(number, where)
     if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     if tp is typing.Any:
@@ -189,16 +302,21 @@ def to_dict(cfg) -> dict:
 
 def _set_dotted(data: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
+    if not all(keys):
+        raise LLMDiffError(f"override {dotted!r}: a key is empty; write it like train.steps=200")
     node = data
-    for k in keys[:-1]:
+    for depth, k in enumerate(keys):
+        here = ".".join(keys[:depth + 1])
         if isinstance(node, list):
-            node = node[int(k)]
-            continue
-        node = node.setdefault(k, {})
-    if isinstance(node, list):
-        node[int(keys[-1])] = value
-    else:
-        node[keys[-1]] = value
+            if not (k.lstrip("-").isdigit() and -len(node) <= int(k) < len(node)):
+                raise LLMDiffError(f"override {dotted}: {here} must be an index below {len(node)}")
+            k = int(k)
+        elif not isinstance(node, dict) or not k:
+            raise LLMDiffError(f"override {dotted}: {'.'.join(keys[:depth])} is a value, not a section")
+        if depth == len(keys) - 1:
+            node[k] = value
+        else:
+            node = node.setdefault(k, {}) if isinstance(node, dict) else node[k]
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
@@ -209,30 +327,61 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
         if "=" not in item:
             raise LLMDiffError(f"override {item!r} must look like key.sub=value (e.g. train.steps=200)")
         key, text = item.split("=", 1)
-        out.append((key, yaml.safe_load(text) if text else ""))
+        try:
+            out.append((key, yaml.safe_load(text) if text else ""))
+        except yaml.YAMLError as e:
+            raise LLMDiffError(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
     return out
 
 
+# Config fields that name files or folders: relative values in a config file mean relative to that file's folder.
+PATH_FIELDS = (("data", "path"), ("model", "base"), ("model", "autoencoder"), ("model", "init"))
+
+
+def _resolve_paths(data: dict, folder: Path) -> None:
+    """Make the relative paths of a config file's data absolute against the file's folder (in place). An
+    encoder's ``model`` is a name or a path: it is taken as a path when that path exists."""
+    for section, key in PATH_FIELDS:
+        value = data[section].get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][key] = str((folder / Path(value).expanduser()).resolve())
+    text = data.get("text") if isinstance(data.get("text"), dict) else {}
+    encoders = text.get("encoders")
+    for enc in encoders if isinstance(encoders, list) else []:  # anything else is refused when the config is built
+        model = enc.get("model") if isinstance(enc, dict) else None
+        if isinstance(model, str) and not Path(model).is_absolute() and (folder / model).exists():
+            enc["model"] = str((folder / model).resolve())
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """The mapping a YAML file holds (empty file: {}), or a one-line error naming the file."""
+    if not path.is_file():
+        raise LLMDiffError(f"no {what} {path}")
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise LLMDiffError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict):
+        raise LLMDiffError(f"{path}: the top level must be a mapping")
+    return data
+
+
 def load_config(path: Path | str | None = None, overrides: list[str] = (), cls=ExperimentConfig):
-    """A config from a YAML file (or the defaults) with dotted overrides applied."""
+    """A config from a YAML file (or the defaults) with dotted overrides applied. Relative paths in the file
+    are relative to the file's folder; in the overrides, relative to the working directory."""
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise LLMDiffError(f"no config file {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise LLMDiffError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise LLMDiffError(f"{path}: the top level must be a mapping")
+        data = read_yaml_mapping(path, "config file")
+        if cls is ExperimentConfig:
+            _resolve_paths(data, path.resolve().parent)
     data = to_dict(from_dict(cls, data)) if data else to_dict(cls())
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(data, key, value)
+    if cls is ExperimentConfig:  # what is left relative came from the command line; saved configs hold absolute paths
+        _resolve_paths(data, Path.cwd())
     return from_dict(cls, data)
 
 
-def save_config(cfg, path: Path | str) -> None:
-    from .utils import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def yaml_text(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -41,7 +41,7 @@ class LLMDiffPipeline(TextToImage, DiffusionPipeline):
             kind, scheduler = scheduler, None
         else:
             kind = None
-        info = read_model_index(path)
+        info = read_model_index(path, verify=True)
         model_class(info["denoiser"][1])  # imports its module: diffusers resolves only modules already imported
         if scheduler is not None:
             kwargs["scheduler"] = scheduler

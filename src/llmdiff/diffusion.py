@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .connectors.conditioner import TextInput
+from .encoders.base import TextInput
 from .errors import LLMDiffError
 
 OBJECTIVES = ("flow", "eps", "eps_sd")
@@ -111,26 +111,7 @@ def make_scheduler(objective: str, kind: str = "default"):
 
 def empty_like(texts: list[TextInput]) -> list[TextInput]:
     """The unconditional (empty) prompt with the same shapes: zero features, nothing valid."""
-    return [TextInput(torch.zeros_like(t.features), torch.zeros_like(t.mask),
-                      None if t.prompt_mask is None else torch.zeros_like(t.prompt_mask)) for t in texts]
-
-
-def _padded(t: TextInput, length: int) -> TextInput:
-    """Masked zero tokens appended up to `length` (features (B, [n,] L, D), mask (B, L))."""
-    extra = length - t.mask.shape[1]
-    if extra == 0:
-        return t
-    f = torch.nn.functional.pad(t.features, (0, 0, 0, extra))
-    pad = lambda m: torch.nn.functional.pad(m, (0, extra))  # noqa: E731 - False = masked
-    return TextInput(f, pad(t.mask), None if t.prompt_mask is None else pad(t.prompt_mask))
-
-
-def cat_rows(parts: list[TextInput]) -> TextInput:
-    """Stack the rows of several batches of one encoder, padding the token axis to the longest."""
-    length = max(p.mask.shape[1] for p in parts)
-    parts = [_padded(p, length) for p in parts]
-    pm = None if any(p.prompt_mask is None for p in parts) else torch.cat([p.prompt_mask for p in parts])
-    return TextInput(torch.cat([p.features for p in parts]), torch.cat([p.mask for p in parts]), pm)
+    return [t.empty_like() for t in texts]
 
 
 @torch.no_grad()
@@ -155,7 +136,7 @@ def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_s
     scheduler.set_timesteps(steps, device=device)
     guided = guidance_scale != 1.0
     uncond = empty_like(texts) if uncond is None else uncond
-    both = [cat_rows([c, u]) for c, u in zip(texts, uncond)] if guided else texts
+    both = [TextInput.cat([c, u]) for c, u in zip(texts, uncond)] if guided else texts
     timesteps = scheduler.timesteps
     bar = progress(timesteps) if callable(progress) else tqdm(timesteps, desc="sampling", disable=not progress,
                                                                 leave=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import from_dict, load_config
+from .config import from_dict, load_config, read_yaml_mapping
 from .errors import LLMDiffError
 from .utils import atomic_write_text
 
@@ -39,12 +39,7 @@ class ExperimentSpec:
 
 
 def load_spec(path: Path | str) -> ExperimentSpec:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise LLMDiffError(f"no experiment file {path}")
-    return from_dict(ExperimentSpec, yaml.safe_load(path.read_text()) or {})
+    return from_dict(ExperimentSpec, read_yaml_mapping(Path(path), "experiment file"))
 
 
 MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for every seed, or {seed: folder})
@@ -201,39 +196,16 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
 
 
 def _plots(spec: ExperimentSpec, table: dict, out: Path) -> None:
-    import matplotlib
+    from .viz import metric_bars, position_bias_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not table:
-        return
-    names = list(table)
     for metric in ("geneval/overall", "position_bias/mean_pair_accuracy", "paraphrase/overall"):
-        if not any(metric in table[n] for n in names):
+        if not any(metric in v for v in table.values()):
             continue
-        fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 1), 3.4))
-        means = [table[n][metric]["mean"] if metric in table[n] else 0 for n in names]
-        errs = [(table[n][metric]["spread"] or 0) / 2 if metric in table[n] else 0 for n in names]
-        ax.bar(range(len(names)), means, yerr=errs, capsize=3, color="#4c72b0")
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(metric)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{spec.name}: {metric} ({spec.steps} steps)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / f"{metric.replace('/', '_')}.png", dpi=120)
-        plt.close(fig)
+        means = {n: v[metric]["mean"] if metric in v else 0 for n, v in table.items()}
+        errors = {n: (v[metric]["spread"] or 0) / 2 if metric in v else 0 for n, v in table.items()}
+        metric_bars(means, errors, metric, out / f"{metric.replace('/', '_')}.png",
+                    f"{spec.name}: {metric} ({spec.steps} steps)")
     bins = [f"position_bias/bin{k}" for k in range(5)]
-    with_bins = [n for n in names if bins[0] in table[n]]
-    if with_bins:
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for n in with_bins:
-            ax.plot(range(5), [table[n][b]["mean"] for b in bins], "o-", label=n)
-        ax.set_xticks(range(5), ["first", "", "middle", "", "last"])
-        ax.set_xlabel("relative position of the attribute-noun pair in the prompt")
-        ax.set_ylabel("pair accuracy")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "position_bias_curve.png", dpi=120)
-        plt.close(fig)
+    curves = {n: [v[b]["mean"] for b in bins] for n, v in table.items() if bins[0] in v}
+    if curves:
+        position_bias_plot(curves, out / "position_bias_curve.png")

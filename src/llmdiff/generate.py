@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .encoders.base import check_text
 from .errors import LLMDiffError
+from .integrity import check_writable
 
 METADATA_KEY = "llmdiff"
 DTYPES = ("float32", "float16", "bfloat16")
@@ -35,13 +37,18 @@ def read_prompt_file(path: Path | str) -> list[str]:
 
 def png_metadata(path: Path | str) -> dict:
     """The settings `llmdiff generate` stored in a PNG."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        text = getattr(im, "text", {}).get(METADATA_KEY)
-    if text is None:
+    try:
+        with Image.open(path) as im:
+            text = getattr(im, "text", {}).get(METADATA_KEY)
+        meta = json.loads(text) if text is not None else None
+    except (OSError, UnidentifiedImageError, json.JSONDecodeError):
+        meta = None
+    keys = ("prompt", "seed", "negative_prompt", "num_inference_steps", "guidance_scale", "scheduler", "model")
+    if not isinstance(meta, dict) or not all(k in meta for k in keys):
         raise LLMDiffError(f"{path} carries no llmdiff metadata (only PNGs written by `llmdiff generate` do)")
-    return json.loads(text)
+    return meta
 
 
 def save_png(image, path: Path, metadata: dict, display_size: int | None = None) -> None:
@@ -76,39 +83,45 @@ def run_generate(args, default_model: Path) -> None:
         args.model = args.model or meta["model"]
     elif bool(args.prompt) == bool(args.prompts):
         raise LLMDiffError("give one prompt in quotes, --prompts FILE.txt|SUITE|JSONL, or --from-png IMAGE.png")
-    if args.images_per_prompt < 1:
-        raise LLMDiffError(f"--images-per-prompt must be at least 1, got {args.images_per_prompt}")
     if args.dtype not in DTYPES:
         raise LLMDiffError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    suite = bool(args.prompts) and not args.prompts.endswith(".txt")
+    if suite and args.negative_prompt:
+        raise LLMDiffError("--negative-prompt is not used with a prompt suite (its images are scored as drawn)")
+    if not args.from_png:
+        prompts = read_prompt_file(args.prompts) if args.prompts and not suite else [args.prompt] if args.prompt else []
+    for i, text in enumerate(prompts + ([args.negative_prompt] if args.negative_prompt else [])):
+        check_text(text, "the negative prompt" if i == len(prompts) else f"prompt {i + 1}")
     check_device(args.device)
+    check_writable(args.out, "--out", folder=suite or not args.out.endswith(".png"))
     from .pipelines import generate_suite, image_seed, load_pipeline
 
     model = Path(args.model) if args.model else default_model
     pipe = load_pipeline(model, scheduler=args.scheduler, device=args.device, torch_dtype=getattr(torch, args.dtype))
-    if args.prompts and not args.prompts.endswith(".txt"):
+    if suite:
         from .shapes.suites import load_suite
 
-        if args.negative_prompt:
-            raise LLMDiffError("--negative-prompt is not used with a prompt suite (its images are scored as drawn)")
         out = generate_suite(pipe, load_suite(args.prompts), args.out, args.images_per_prompt, args.seed,
-                             args.guidance_scale, args.steps)
+                             args.guidance_scale, args.steps, overwrite=args.overwrite)
         print(f"wrote images for {args.prompts} to {out} (score them with `llmdiff eval --images {out}`)")
         return
     if not args.from_png:
-        prompts = read_prompt_file(args.prompts) if args.prompts else [args.prompt]
         seeds = [[image_seed(args.seed, i, k) for k in range(args.images_per_prompt)] for i in range(len(prompts))]
     settings = {"negative_prompt": args.negative_prompt or "", "num_inference_steps": args.steps or
                 pipe.sample_config["steps"], "guidance_scale": pipe.sample_config["guidance_scale"]
                 if args.guidance_scale is None else args.guidance_scale,
                 "scheduler": pipe.sample_config["scheduler"], "model": str(model)}
     flat = [(i, s) for i, row in enumerate(seeds) for s in row]
+    paths = output_paths(Path(args.out), flat)
+    if not args.overwrite:
+        for path in paths:
+            refuse_foreign_file(path)
     images = []
     for start in range(0, len(flat), args.batch_size):  # one progress bar per batch of images
         chunk = flat[start:start + args.batch_size]
         images += pipe([prompts[i] for i, _ in chunk], negative_prompt=settings["negative_prompt"] or None,
                        num_inference_steps=settings["num_inference_steps"], guidance_scale=settings["guidance_scale"],
                        generator=[torch.Generator().manual_seed(s) for _, s in chunk]).images
-    paths = output_paths(Path(args.out), flat)
     for (i, seed), image, path in zip(flat, images, paths):
         save_png(image, path, {"prompt": prompts[i], "seed": seed, **settings}, args.display_size)
     if len(images) > 1:
@@ -121,6 +134,17 @@ def run_generate(args, default_model: Path) -> None:
         print(f"wrote {len(images)} images to {paths[0].parent} ({paths[0].name}, ...) and the grid {grid}")
     else:
         print(f"wrote {paths[0]}")
+
+
+def refuse_foreign_file(path: Path) -> None:
+    """Replace only PNGs this command wrote (they carry its metadata); anything else at `path` is the user's."""
+    if not path.exists():
+        return
+    try:
+        png_metadata(path)
+    except LLMDiffError:
+        raise LLMDiffError(f"{path} exists and was not written by `llmdiff generate`; choose another --out "
+                           "or pass --overwrite") from None
 
 
 def check_device(device: str | None) -> None:

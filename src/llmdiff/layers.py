@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import LLMDiffError
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
               causal: bool = False) -> torch.Tensor:
@@ -37,7 +39,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, dim: int, heads: int, context_dim: int | None = None, qk_norm: bool = True):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+            raise LLMDiffError(f"width {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(context_dim or dim, 2 * dim)
@@ -117,3 +119,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid tokens: x (B, L, D), mask (B, L) -> (B, D); zeros for an all-masked row."""
     w = mask.to(x.dtype)[..., None]
     return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+def with_null_token(null: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention context (B, 1 + L, D) and mask (B, 1 + L): a learnt null token (1, 1, D) in front of the
+    text tokens (B, L, D), always valid, so that an empty prompt still has a key to attend to (no NaN) and
+    "no text" is something the model learns."""
+    b = tokens.shape[0]
+    return torch.cat([null.expand(b, -1, -1), tokens], 1), torch.cat([mask.new_ones(b, 1), mask], 1)

@@ -1,7 +1,7 @@
 """Model folders: diffusers' pipeline layout, the one export path, and conversion of old folders.
 
-    model_index.json   the components and `sample_config` (steps, guidance scale, scheduler: the one place
-                       sampling defaults live)
+    model_index.json   the components, `sample_config` (steps, guidance scale, scheduler: the one place
+                       sampling defaults live) and `_sha256` (each weight file's hash, checked on load)
     denoiser/          config.json (with the prompt-encoder spec it was trained on) + safetensors
     scheduler/         the diffusers scheduler it samples with
     vae/               the autoencoder, for a latent model
@@ -18,8 +18,9 @@ from .errors import LLMDiffError
 SAMPLE_DEFAULTS = {"steps": 25, "guidance_scale": 2.0, "scheduler": "default"}  # SampleConfig's fields
 
 
-def read_model_index(path: Path | str) -> dict:
-    """model_index.json of a model folder; a one-line error that says how to convert an old-layout folder."""
+def read_model_index(path: Path | str, verify: bool = False) -> dict:
+    """model_index.json of a model folder; a one-line error that says how to convert an old-layout folder.
+    `verify`: also check the weight files against their recorded hashes (what loading does)."""
     path = Path(path)
     index = path / "model_index.json"
     if not index.is_file():
@@ -28,7 +29,11 @@ def read_model_index(path: Path | str) -> dict:
                                f"with `llmdiff convert {path} {path}-converted`")
         raise LLMDiffError(f"no trained model at {path} (no model_index.json); pass a model folder such as "
                            "models/shapes-lidit or a run's model/ folder (train one with `llmdiff train`)")
-    info = json.loads(index.read_text())
+    from .utils import read_json
+
+    info = read_json(index)
+    if not isinstance(info, dict):
+        raise LLMDiffError(f"{index} is not a model index (a JSON object); export the model again")
     for name in ("denoiser", "scheduler"):
         entry = info.get(name)
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1]):
@@ -37,6 +42,10 @@ def read_model_index(path: Path | str) -> dict:
             raise LLMDiffError(f"{path} is missing its {name}/ folder (model_index.json names one)")
     if (info.get("vae") or [None, None])[1] and not (path / "vae").is_dir():
         raise LLMDiffError(f"{path} is missing its vae/ folder (model_index.json names one)")
+    if verify:
+        from .integrity import verify_model_folder
+
+        verify_model_folder(path)
     return info
 
 
@@ -57,6 +66,7 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
 
     from .diffusers_pipeline import LLMDiffPipeline
     from .diffusion import make_scheduler
+    from .integrity import record_model_hashes
     from .utils import atomic_write_text
 
     out = Path(out)
@@ -70,6 +80,7 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
         LLMDiffPipeline(denoiser, scheduler, vae, sample_config).save_pretrained(tmp)
         if training:
             atomic_write_text(tmp / "training.json", json.dumps(training, indent=2) + "\n")
+        record_model_hashes(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.rename(tmp, out)
@@ -85,16 +96,20 @@ def _is_model_folder(path: Path) -> bool:
 def convert_model_folder(old: Path | str, new: Path | str) -> Path:
     """An old-layout folder (config.json + safetensors + llmdiff.json [+ vae/]) in the pipeline layout."""
     from .denoisers import model_class
+    from .utils import read_json
 
     old, new = Path(old), Path(new)
     if (old / "model_index.json").is_file():
         raise LLMDiffError(f"{old} is already in the pipeline layout")
     if not (old / "config.json").is_file():
         raise LLMDiffError(f"{old} is not an llmdiff model folder (no config.json)")
-    if new.exists() and any(new.iterdir()):
+    if new.exists() and (not new.is_dir() or any(new.iterdir())):
         raise LLMDiffError(f"{new} exists; give a new folder to convert into")
-    denoiser = model_class(json.loads((old / "config.json").read_text()).get("_class_name")).from_pretrained(old)
-    info = json.loads((old / "llmdiff.json").read_text()) if (old / "llmdiff.json").is_file() else {}
+    config = read_json(old / "config.json")
+    denoiser = model_class(config.get("_class_name") if isinstance(config, dict) else None).from_pretrained(old)
+    info = read_json(old / "llmdiff.json") if (old / "llmdiff.json").is_file() else {}
+    if not isinstance(info, dict):
+        raise LLMDiffError(f"{old / 'llmdiff.json'} is not a JSON object; remove it to convert without it")
     vae = None
     if (old / "vae" / "config.json").is_file():
         from diffusers import AutoencoderKL

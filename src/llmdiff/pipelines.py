@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
-from .connectors.conditioner import TextInput
-from .diffusion import cat_rows, empty_like
+from .diffusion import empty_like
+from .encoders.base import TextInput
 from .errors import LLMDiffError
 from .model_folder import SAMPLE_DEFAULTS, load_scheduler, read_model_index, sample_config_of
 
@@ -94,7 +94,7 @@ class TextToImage:
         from .denoisers import model_class
 
         path = Path(path)
-        info = read_model_index(path)
+        info = read_model_index(path, verify=True)
         denoiser = model_class(info["denoiser"][1]).from_pretrained(path / "denoiser").eval()
         sched = load_scheduler(path / "scheduler", info["scheduler"][1])
         vae = None
@@ -129,9 +129,11 @@ class TextToImage:
         kept in the dtype they were trained in) by loading them on the new device at the next prompt."""
         moved = device is not None and torch.device(device) != self.device
         dtype = None if dtype == self.dtype else dtype
+        # only the arguments given: diffusers' ModelMixin.to warns about float32 modules whenever `dtype` is passed
+        args = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in (self.denoiser, self.vae, self.llm_adapter):
-            if module is not None:
-                module.to(device=device, dtype=dtype)
+            if module is not None and args:
+                module.to(**args)
         if moved:
             self.encoders = None
         self._codec = None
@@ -218,16 +220,17 @@ class TextToImage:
         if negative_prompt_embeds is not None and negative_prompt_embeds[0].features.shape[0] != \
                 prompt_embeds[0].features.shape[0]:
             raise LLMDiffError("negative_prompt_embeds must have as many rows as prompt_embeds")
-        prompt_embeds = _repeat(prompt_embeds, num_images_per_prompt, self.device, self.dtype)
+        prompt_embeds = [t.repeat(num_images_per_prompt).to(self.device, self.dtype) for t in prompt_embeds]
         if negative_prompt_embeds is not None:
-            negative_prompt_embeds = _repeat(negative_prompt_embeds, num_images_per_prompt, self.device, self.dtype)
+            negative_prompt_embeds = [t.repeat(num_images_per_prompt).to(self.device, self.dtype)
+                                      for t in negative_prompt_embeds]
         return prompt_embeds, negative_prompt_embeds
 
     def _encode(self, prompts: list[str]) -> list[TextInput]:
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise LLMDiffError(f"prompt {i} is empty: describe the image (e.g. 'a red circle above a blue square')")
-        return [TextInput(o.features, o.mask, o.prompt_mask) for o in (e.encode(prompts) for e in self.load_encoders())]
+        return [enc.encode(prompts) for enc in self.load_encoders()]
 
     # --- latents -----------------------------------------------------------------------------------
 
@@ -388,29 +391,35 @@ def _negative_rows(texts: list[TextInput], negatives: list[str], start: int) -> 
     for neg in negatives:
         rows.append([t.select(slice(j, j + 1)) for t in texts] if neg else empty)
         j += bool(neg)
-    return [cat_rows([r[k] for r in rows]) for k in range(len(texts))]
-
-
-def _repeat(texts: list[TextInput], n: int, device, dtype) -> list[TextInput]:
-    out = []
-    for t in texts:
-        pm = None if t.prompt_mask is None else t.prompt_mask.repeat_interleave(n, 0).to(device)
-        out.append(TextInput(t.features.repeat_interleave(n, 0).to(device, dtype), t.mask.repeat_interleave(n, 0)
-                             .to(device), pm))
-    return out
+    return [TextInput.cat([r[k] for r in rows]) for k in range(len(texts))]
 
 
 @torch.no_grad()
 def generate_suite(pipe: TextToImage, entries: list[dict], out: Path | str, images_per_prompt: int = 4,
                    seed: int = 0, guidance_scale: float | None = None, num_inference_steps: int | None = None,
-                   prompts_per_batch: int = 16, progress: bool = True) -> Path:
-    """Images for every entry in GenEval's folder layout; prompts already complete are skipped (resumable)."""
+                   prompts_per_batch: int = 16, progress: bool = True, overwrite: bool = False) -> Path:
+    """Images for every entry in GenEval's folder layout; prompts already complete are skipped (resumable)
+    when the folder's record says the same model and settings made them, else refused (or replaced: overwrite)."""
+    from .evaluation.layout import claim_output, generation_record
+    from .integrity import folder_lock
+
+    out = Path(out)
+    guidance_scale = pipe.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale
+    steps = num_inference_steps or pipe.sample_config["steps"]
+    with folder_lock(out, "images into"):
+        claim_output(out, generation_record(pipe, entries, seed, steps, guidance_scale), overwrite)
+        _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
+                          progress)
+    return out
+
+
+def _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
+                      progress) -> None:
     from tqdm.auto import tqdm
 
     from .diffusion import to_uint8
     from .evaluation.layout import write_prompt_folder
 
-    out = Path(out)
     todo = [i for i, _ in enumerate(entries)
             if len(list((out / f"{i:05d}" / "samples").glob("*.png"))) < images_per_prompt]
     pipe.set_progress_bar_config(disable=True)
@@ -418,9 +427,8 @@ def generate_suite(pipe: TextToImage, entries: list[dict], out: Path | str, imag
         chunk = todo[s:s + prompts_per_batch]
         gens = generators_for([image_seed(seed, i, k) for i in chunk for k in range(images_per_prompt)])
         x = pipe([entries[i]["prompt"] for i in chunk], num_images_per_prompt=images_per_prompt,
-                 guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, generator=gens,
+                 guidance_scale=guidance_scale, num_inference_steps=steps, generator=gens,
                  output_type="pt").images
         arrays = to_uint8(x * 2 - 1)
         for j, i in enumerate(chunk):
             write_prompt_folder(out, i, entries[i], arrays[j * images_per_prompt:(j + 1) * images_per_prompt])
-    return out

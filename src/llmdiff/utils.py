@@ -1,10 +1,29 @@
-"""Small shared helpers: atomic writes, the user cache folder, seeding."""
+"""Small shared helpers: atomic writes, reading text and JSON with errors that name the file, the user cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import LLMDiffError
+
+
+def read_text(path: Path | str) -> str:
+    """A text file's contents; a one-line error naming the file when it is not UTF-8 text (a binary file?)."""
+    try:
+        return Path(path).read_text()
+    except UnicodeDecodeError:
+        raise LLMDiffError(f"{path} is not UTF-8 text (a binary file?)") from None
+
+
+def read_json(path: Path | str):
+    """A JSON file's contents; a one-line error naming the file when it is malformed."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise LLMDiffError(f"{path}: malformed JSON ({e.msg}, line {e.lineno})") from None
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

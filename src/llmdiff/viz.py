@@ -1,4 +1,7 @@
-"""Figures: image grids with captions and training curves (matplotlib, headless)."""
+"""Every figure llmdiff draws: image grids, training curves, evaluation and experiment charts, probe plots.
+
+matplotlib runs headless (the Agg backend), selected here and nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the headless backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,19 +21,20 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path | str, dpi: int) -> Path:
+def save_figure(fig, path: Path | str, dpi: int = 120) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def image_grid(images: list[np.ndarray], captions: list[str] | None, path: Path | str, cols: int = 4,
                cell: float = 2.0, title: str | None = None, wrap: int = 28) -> Path:
     """Save images (H, W, 3 uint8) in a grid, each with its caption underneath."""
-    plt = _plt()
+    plt = pyplot()
     n = len(images)
     cols = max(1, min(cols, n))
     rows = (n + cols - 1) // cols
@@ -43,13 +48,13 @@ def image_grid(images: list[np.ndarray], captions: list[str] | None, path: Path 
             ax.set_title("\n".join(textwrap.wrap(captions[k], wrap)[:4]), fontsize=6.5)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, 110)
+    return save_figure(fig, path, 110)
 
 
 def loss_curve(steps: list[int], losses: list[float], path: Path | str, title: str = "training loss",
                smooth: int = 50) -> Path:
     """Raw loss (light) and its moving average (dark) against the step."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(steps, losses, color="#9ecae1", lw=0.6, label="loss")
     if len(losses) >= smooth:
@@ -61,13 +66,13 @@ def loss_curve(steps: list[int], losses: list[float], path: Path | str, title: s
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path, 120)
+    return save_figure(fig, path, 120)
 
 
 def probe_plot(summaries: dict[str, dict], levels: list[str], path: Path | str) -> Path:
     """Text-sensitivity probe: per word kind, the prediction change and attention at each noise level, one
     line per model (left: change of the predicted clean image, right: attention on the word over uniform)."""
-    plt = _plt()
+    plt = pyplot()
     kinds = sorted({k for s in summaries.values() for k in s})
     fig, axes = plt.subplots(2, len(kinds), figsize=(2.6 * len(kinds), 4.6), squeeze=False, sharex=True)
     for j, kind in enumerate(kinds):
@@ -83,4 +88,50 @@ def probe_plot(summaries: dict[str, dict], levels: list[str], path: Path | str) 
     for ax in axes[1]:
         ax.set_xlabel("noise level")
     axes[0][0].legend(fontsize=7)
-    return _save(fig, path, 110)
+    return save_figure(fig, path, 110)
+
+
+def task_bars(benchmarks: dict[str, dict], path: Path | str) -> Path:
+    """Per-task accuracy bars of an evaluation summary, one panel per benchmark, with the overall as a line."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
+    for ax, (bench, s) in zip(axes[0], benchmarks.items()):
+        tags = list(s["tasks"])
+        ax.bar(range(len(tags)), [s["tasks"][t]["accuracy"] for t in tags], color="#4c72b0")
+        ax.axhline(s["overall"], color="#c44e52", ls="--", lw=1, label=f"overall {s['overall']:.2f}")
+        ax.set_xticks(range(len(tags)), tags, rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(bench)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("accuracy")
+    return save_figure(fig, path)
+
+
+def metric_bars(means: dict[str, float], errors: dict[str, float], metric: str, path: Path | str,
+                title: str) -> Path:
+    """One bar per variant with an error bar (half the spread over seeds)."""
+    plt = pyplot()
+    names = list(means)
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 1), 3.4))
+    ax.bar(range(len(names)), [means[n] for n in names], yerr=[errors[n] for n in names], capsize=3, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def position_bias_plot(curves: dict[str, list[float | None]], path: Path | str) -> Path:
+    """Pair accuracy in the five bins of the attribute-noun pair's relative position in the prompt (first to
+    last), one line per name (a legend when a name is given); None marks a bin without pairs."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, acc in curves.items():
+        ax.plot([b for b, a in enumerate(acc) if a is not None], [a for a in acc if a is not None], "o-", label=name)
+    ax.set_xticks(range(5), ["first", "", "middle", "", "last"])
+    ax.set_xlabel("relative position of the attribute-noun pair in the prompt")
+    ax.set_ylabel("pair accuracy")
+    ax.set_ylim(0, 1.05)
+    if any(curves):
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -7,37 +7,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..encoders.base import drop_instruction
+from ..encoders.base import TextInput, drop_instruction
 from .features import make_feature_connector
 from .refiner import CollaborativeRefiner, TokenRefiner
-
-
-@dataclass
-class TextInput:
-    """One LLM's cached features for a batch: (B, [n,] L, D), mask (B, L) and an optional prompt mask."""
-
-    features: torch.Tensor
-    mask: torch.Tensor
-    prompt_mask: torch.Tensor | None = None
-
-    def to(self, device) -> "TextInput":
-        pm = None if self.prompt_mask is None else self.prompt_mask.to(device)
-        return TextInput(self.features.to(device), self.mask.to(device), pm)
-
-    def select(self, index) -> "TextInput":
-        pm = None if self.prompt_mask is None else self.prompt_mask[index]
-        return TextInput(self.features[index], self.mask[index], pm)
-
-    def dropped(self, drop: torch.Tensor) -> "TextInput":
-        """Caption dropout: rows where `drop` is True become the empty (all-masked) prompt."""
-        keep = ~drop[:, None]
-        pm = None if self.prompt_mask is None else self.prompt_mask & keep
-        return TextInput(self.features, self.mask & keep, pm)
 
 
 class TextConditioner(nn.Module):
@@ -49,10 +24,10 @@ class TextConditioner(nn.Module):
             if refiner_depth > 0 else None
         self.collaborative = CollaborativeRefiner(dim, heads, len(in_dims)) if len(in_dims) > 1 and collaborative else None
 
-    def fit_statistics(self, features: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
-        """Per-channel feature statistics of each LLM, from (N, [n,] L, D) training features and (N, L) masks."""
-        for connector, f, m in zip(self.connectors, features, masks):
-            connector.fit_statistics(f, m)
+    def fit_statistics(self, texts: list[TextInput]) -> None:
+        """Per-channel feature statistics of each LLM, from a sample of its training features."""
+        for connector, text in zip(self.connectors, texts):
+            connector.fit_statistics(text.features, text.mask)
 
     def forward(self, texts: list[TextInput], t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, L, dim) and mask (B, L) for the denoiser's cross-attention."""

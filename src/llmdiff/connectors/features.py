@@ -5,7 +5,7 @@
                       states (B, n, L, D); Wang et al. (CVPR 2025) found it beats the last layer.
 * ``BlockwiseLLMDiff`` — LLMDiff's encoding over (B, 1 + T, L, D) = [h_0, D_1 .. D_T]:
 
-      c = h_0 + sum_t g(t) * D_t + sum_t sqrt(2 h(t)) * eps_t      (SPEC §1; noise only in training)
+      c = h_0 + sum_t g(t) * D_t + sum_t sqrt(2 h(t)) * eps_t      (LLMDiff; noise only in training)
 
   with learnable per-block scalars g(t) (init 1) and h(t) >= 0 (softplus, init ~1e-4). The noise
   of block t is scaled by the RMS of D_t so that h(t) is a relative, unit-free strength.
@@ -13,12 +13,11 @@
 Each ends in LayerNorm + Linear to the conditioning width. Before that LayerNorm, features can
 be standardised per channel with statistics measured once on the training captions
 (``fit_statistics``; stored as buffers, so they travel with the weights). Decoder-only LLMs have
-"massive activations": SmolLM2-135M's third-to-last hidden state has channel 17 at about 500 on
-every token (next largest ~170, typical RMS ~26), so after a plain LayerNorm two channels carry
-most of the variance and "a red circle" and "a blue circle" differ by a cosine of 0.94 at the
-colour token. Per-channel standardisation removes that shared offset (cosine 0.65), and the
-denoiser's cross-attention sees tokens that differ where the words differ. Encoders such as
-MiniLM are not affected much either way.
+"massive activations": a few channels sit far from zero on every token, so after a plain
+LayerNorm they carry most of the variance and prompts that differ in one word give nearly the
+same tokens. Per-channel standardisation removes that shared offset, and the denoiser's
+cross-attention sees tokens that differ where the words differ (measurements in
+docs/lidit/README.md). Encoders such as MiniLM are not affected much either way.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import LLMDiffError
 
 
 class FeatureStatistics(nn.Module):
@@ -48,31 +49,28 @@ class FeatureStatistics(nn.Module):
         self.std.copy_(valid.std(0).clamp(min=min_std).view_as(self.std))
 
 
+class StandardizedProjection(nn.Module):
+    """What every connector ends in: per-channel standardisation (``fit_statistics``), LayerNorm, Linear."""
 
-class SingleLayer(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, stats_shape: tuple[int, ...] | None = None):
         super().__init__()
-        self.stats = FeatureStatistics((in_dim,))
+        self.stats = FeatureStatistics(stats_shape or (in_dim,))
         self.norm = nn.LayerNorm(in_dim)
         self.proj = nn.Linear(in_dim, out_dim)
 
     def fit_statistics(self, feats: torch.Tensor, mask: torch.Tensor) -> None:
         self.stats.fit(feats, mask)
 
+
+class SingleLayer(StandardizedProjection):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.proj(self.norm(self.stats(feats)))  # (B, L, D) -> (B, L, out)
 
 
-class LayerMix(nn.Module):
+class LayerMix(StandardizedProjection):
     def __init__(self, in_dim: int, out_dim: int, n_layers: int):
-        super().__init__()
+        super().__init__(in_dim, out_dim, (n_layers, 1, in_dim))  # statistics per layer, broadcast over tokens
         self.logits = nn.Parameter(torch.zeros(n_layers))  # uniform mix at init
-        self.stats = FeatureStatistics((n_layers, 1, in_dim))  # per layer, broadcast over tokens
-        self.norm = nn.LayerNorm(in_dim)
-        self.proj = nn.Linear(in_dim, out_dim)
-
-    def fit_statistics(self, feats: torch.Tensor, mask: torch.Tensor) -> None:
-        self.stats.fit(feats, mask)
 
     @property
     def weights(self) -> torch.Tensor:
@@ -84,15 +82,12 @@ class LayerMix(nn.Module):
         return self.proj(self.norm(mixed))
 
 
-class BlockwiseLLMDiff(nn.Module):
+class BlockwiseLLMDiff(StandardizedProjection):
     def __init__(self, in_dim: int, out_dim: int, n_blocks: int, h_init: float = 1e-4):
-        super().__init__()
+        super().__init__(in_dim, out_dim)  # statistics of c at g = 1 (the initial encoding)
         self.g = nn.Parameter(torch.ones(n_blocks))
         # h = softplus(rho) >= 0; rho chosen so that h starts at h_init
         self.rho = nn.Parameter(torch.full((n_blocks,), float(torch.log(torch.expm1(torch.tensor(h_init))))))
-        self.stats = FeatureStatistics((in_dim,))  # of c at g = 1 (the initial encoding)
-        self.norm = nn.LayerNorm(in_dim)
-        self.proj = nn.Linear(in_dim, out_dim)
 
     def fit_statistics(self, feats: torch.Tensor, mask: torch.Tensor) -> None:
         self.stats.fit(feats.float().sum(1), mask)  # h_0 + sum_t D_t
@@ -114,10 +109,10 @@ class BlockwiseLLMDiff(nn.Module):
 def make_feature_connector(kind: str, in_dim: int, out_dim: int, n_outputs: int) -> nn.Module:
     if kind == "single":
         if n_outputs != 1:
-            raise ValueError(f"connector 'single' takes one layer, the encoder gives {n_outputs}; use 'layer_mix'")
+            raise LLMDiffError(f"connector 'single' takes one layer, the encoder gives {n_outputs}; use 'layer_mix'")
         return SingleLayer(in_dim, out_dim)
     if kind == "layer_mix":
         return LayerMix(in_dim, out_dim, n_outputs)
     if kind == "blockwise":
         return BlockwiseLLMDiff(in_dim, out_dim, n_outputs - 1)
-    raise ValueError(f"unknown connector {kind!r}; known: single, layer_mix, blockwise")
+    raise LLMDiffError(f"unknown connector {kind!r}; known: single, layer_mix, blockwise")

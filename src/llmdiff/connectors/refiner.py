@@ -1,4 +1,4 @@
-"""LI-DiT's refiners (SPEC §1): the linguistic token refiner and the collaborative refiner.
+"""LI-DiT's refiners (Ma et al., NeurIPS 2024): the linguistic token refiner and the collaborative refiner.
 
 Both are transformer blocks whose sub-layers are gated by adaLN modulation computed from the
 mask-weighted mean of the tokens plus the diffusion timestep embedding, zero-initialised so
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import LLMDiffError
 from ..layers import FeedForward, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate
 
 
@@ -68,7 +69,7 @@ class CollaborativeRefiner(nn.Module):
     def __init__(self, dim: int, heads: int, n_branches: int):
         super().__init__()
         if n_branches < 2:
-            raise ValueError("the collaborative refiner needs at least two LLM branches")
+            raise LLMDiffError("the collaborative refiner needs at least two LLM branches")
         self.t_embed = TimestepEmbedder(dim)
         self.pool = nn.Linear(dim, dim)
         self.norm_q = nn.ModuleList(nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6) for _ in range(n_branches))

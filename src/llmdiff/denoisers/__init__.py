@@ -46,6 +46,13 @@ def _build(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int])
     raise LLMDiffError(f"unknown model kind {cfg.model.kind!r}; known: {', '.join(KINDS)}")
 
 
+def from_preset(cls, presets: dict[str, dict], preset: str, overrides: dict | None, label: str, **kwargs):
+    """`cls` built from a named preset, with the preset fields in `overrides` changed, plus `kwargs`."""
+    if preset not in presets:
+        raise LLMDiffError(f"unknown {label} preset {preset!r}; known: {', '.join(presets)}")
+    return cls(**{**presets[preset], **(overrides or {}), **kwargs})
+
+
 def denoised_shape(cfg: ExperimentConfig) -> tuple[int, int]:
     """(side, channels) of what the denoiser sees: pixels, or the autoencoder's latents."""
     if not cfg.model.autoencoder:
@@ -83,19 +90,20 @@ def load_denoiser(path):
     """The denoiser of a model folder (pipeline layout: its denoiser/ folder) of any kind."""
     from ..model_folder import read_model_index
 
-    info = read_model_index(path)
+    info = read_model_index(path, verify=True)
     return model_class(info["denoiser"][1]).from_pretrained(Path(path) / "denoiser")
 
 
 def denoiser_folder(path) -> Path:
     """Where a model folder's denoiser lies: DIR/denoiser for a model folder, DIR for a bare diffusers model."""
-    import json
-
     from ..model_folder import read_model_index
+    from ..utils import read_json
 
     path = Path(path)
     config = path / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("_class_name") not in ("LIDiT", "TextUNet", "AdaptedUNet"):
-        return path  # e.g. a Stable Diffusion unet/ folder
+    if config.is_file() and not (path / "model_index.json").is_file():
+        info = read_json(config)
+        if not isinstance(info, dict) or info.get("_class_name") not in ("LIDiT", "TextUNet", "AdaptedUNet"):
+            return path  # e.g. a Stable Diffusion unet/ folder
     read_model_index(path)
     return path / "denoiser"

@@ -1,4 +1,4 @@
-"""The LLMDiff adapter (Dong et al., 2025; SPEC §2): a frozen LLM into a frozen pre-trained U-Net.
+"""The LLMDiff adapter (Dong et al., 2025): a frozen LLM into a frozen pre-trained U-Net.
 
 Every cross-attention (``attn2``) of a diffusers ``UNet2DConditionModel`` gets a processor in
 the style of ``IPAdapterAttnProcessor2_0`` (decoupled cross-attention):
@@ -30,9 +30,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file, save
 from torch import nn
 
-from ..connectors.conditioner import TextInput
 from ..connectors.features import make_feature_connector
+from ..encoders.base import TextInput
 from ..errors import LLMDiffError
+from ..layers import with_null_token
 from ..utils import atomic_write_bytes, atomic_write_text
 
 
@@ -105,10 +106,8 @@ def attach_adapter(unet, llm_dim: int) -> dict[str, LLMDiffAttnProcessor]:
 
 def llm_context(encoding: nn.Module, null_c: torch.Tensor, text: TextInput) -> tuple[torch.Tensor, torch.Tensor]:
     """The adapter's context (B, 1 + L, D_llm): a learnt null token, then the encoded LLM features; and its mask."""
-    b = text.features.shape[0]
     c = encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
-    mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=c.device), text.mask], 1)
-    return torch.cat([null_c.expand(b, -1, -1), c], 1), mask
+    return with_null_token(null_c, c, text.mask)
 
 
 class BlendedAttnProcessor:
@@ -271,6 +270,9 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
     @property
     def processors(self) -> dict[str, LLMDiffAttnProcessor]:
         return {n: a.processor for n, a in cross_attentions(self.unet).items()}
+
+    def fit_text_statistics(self, texts: list[TextInput]) -> None:
+        """Nothing to fit: LLMDiff's encoding is used as published, with its LayerNorm but no standardisation."""
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
         ctx, mask = llm_context(self.llm_encoding, self.null_c, texts[0])

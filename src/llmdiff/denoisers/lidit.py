@@ -1,4 +1,4 @@
-"""LI-DiT: the LLM-infused diffusion transformer (Ma et al., NeurIPS 2024; SPEC §2).
+"""LI-DiT: the LLM-infused diffusion transformer (Ma et al., NeurIPS 2024).
 
     image (B, C, H, W) -> patch embedding -> convolutional position encoding (+ optional sin-cos)
     -> N x [self-attention, cross-attention to refined text tokens, FFN]   (adaLN-single, QK-RMSNorm)
@@ -18,9 +18,12 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..connectors.conditioner import TextConditioner, TextInput
+from ..connectors.conditioner import TextConditioner
+from ..encoders.base import TextInput
 from ..errors import LLMDiffError
-from ..layers import FeedForward, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate
+from ..layers import (
+    FeedForward, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate, with_null_token,
+)
 
 # Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
 PRESETS: dict[str, dict] = {
@@ -181,6 +184,10 @@ class LIDiT(ModelMixin, ConfigMixin):
             nn.init.zeros_(self.smooth.weight)
             nn.init.zeros_(self.smooth.bias)
 
+    def fit_text_statistics(self, texts: list[TextInput]) -> None:
+        """Standardise each LLM's features per channel with statistics of a sample of the training features."""
+        self.text.fit_statistics(texts)
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
         """sample (B, C, H, W), timestep (B,) in [0, 1000] -> prediction (B, C, H, W)."""
         b, c, h, w = sample.shape
@@ -190,8 +197,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         timestep = timestep.expand(b) if timestep.dim() == 1 and timestep.shape[0] == 1 else timestep.reshape(-1)
         # Text: (B, L, D) tokens, plus the null token that is always valid
         tokens, mask = self.text(texts, timestep)
-        context = torch.cat([self.null_text.expand(b, -1, -1), tokens], 1)
-        context_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], 1)
+        context, context_mask = with_null_token(self.null_text, tokens, mask)  # (B, 1 + L, D)
         # Image tokens
         x = self.patch_embed(sample)  # (B, D, h', w')
         x = x + self.pos_conv(x)
@@ -239,6 +245,6 @@ def _split_2x2(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def build_lidit(preset: str, overrides: dict | None = None, **kwargs) -> LIDiT:
-    if preset not in PRESETS:
-        raise LLMDiffError(f"unknown LI-DiT preset {preset!r}; known: {', '.join(PRESETS)}")
-    return LIDiT(**{**PRESETS[preset], **(overrides or {}), **kwargs})
+    from . import from_preset
+
+    return from_preset(LIDiT, PRESETS, preset, overrides, "LI-DiT", **kwargs)

@@ -14,12 +14,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ..connectors.conditioner import TextInput
+from ..encoders.base import TextInput
+from ..errors import LLMDiffError
+from ..layers import with_null_token
 
 PRESETS: dict[str, dict] = {
     # Stable Diffusion 1.5's block types at CPU widths, pixel space at 32 px: four levels (32, 16, 8, 4 px)
-    # with cross-attention only at 8 and 4 px. Attention at 16 px costs ~5x the throughput (10 img/s vs
-    # ~57 img/s per core, scripts/bench_denoisers.py) while shapes are drawn by the convolutions anyway.
+    # with cross-attention only at 8 and 4 px. Attention at 16 px costs several times the throughput
+    # (docs/benchmarks/denoisers.md) while shapes are drawn by the convolutions anyway.
     "tiny": dict(block_out_channels=(16, 32, 64, 64), layers_per_block=1, attention_head_dim=8,
                  down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
@@ -39,7 +41,7 @@ class TextUNet(ModelMixin, ConfigMixin):
                  objective: str = "flow", encoders: tuple = ()):
         super().__init__()
         if len(text_dims) != 1:
-            raise ValueError("the U-Net base reads one prompt encoder")
+            raise LLMDiffError("the U-Net base reads one prompt encoder")
         self.unet = UNet2DConditionModel(
             sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
             block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
@@ -47,12 +49,12 @@ class TextUNet(ModelMixin, ConfigMixin):
             cross_attention_dim=text_dims[0], attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups)
         self.null_text = nn.Parameter(torch.randn(1, 1, text_dims[0]) * 0.02)
 
+    def fit_text_statistics(self, texts: list[TextInput]) -> None:
+        """Nothing to fit: as in Stable Diffusion, the encoder's hidden states go into cross-attention as they are."""
+
     def context(self, text: TextInput) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention context (B, 1 + L, D) and mask with the null token in front."""
-        b = text.features.shape[0]
-        ctx = torch.cat([self.null_text.expand(b, -1, -1), text.features], 1)
-        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=text.mask.device), text.mask], 1)
-        return ctx, mask
+        return with_null_token(self.null_text, text.features, text.mask)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
         ctx, mask = self.context(texts[0])
@@ -60,6 +62,6 @@ class TextUNet(ModelMixin, ConfigMixin):
 
 
 def build_unet(preset: str, overrides: dict | None = None, **kwargs) -> TextUNet:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown U-Net preset {preset!r}; known: {', '.join(PRESETS)}")
-    return TextUNet(**{**PRESETS[preset], **(overrides or {}), **kwargs})
+    from . import from_preset
+
+    return from_preset(TextUNet, PRESETS, preset, overrides, "U-Net", **kwargs)

@@ -1,12 +1,12 @@
-"""Prompt encoders: decoder-only LLMs (and an encoder baseline) turned into (features, mask)."""
+"""Prompt encoders: decoder-only LLMs (and an encoder baseline) turned into a ``TextInput`` (features, masks)."""
 
 from __future__ import annotations
 
 import torch
 
-from .base import DEFAULT_INSTRUCTION, EncoderConfig, EncoderOutput, PromptEncoder, drop_instruction
+from .base import DEFAULT_INSTRUCTION, EncoderConfig, PromptEncoder, TextInput, drop_instruction
 
-__all__ = ["DEFAULT_INSTRUCTION", "EncoderConfig", "EncoderOutput", "PromptEncoder", "drop_instruction", "load_encoder"]
+__all__ = ["DEFAULT_INSTRUCTION", "EncoderConfig", "PromptEncoder", "TextInput", "drop_instruction", "load_encoder"]
 
 
 def load_encoder(config: EncoderConfig, device: str | torch.device = "cpu") -> PromptEncoder:

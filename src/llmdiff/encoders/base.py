@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -47,8 +47,12 @@ class EncoderConfig:
             raise LLMDiffError(f"encoder mode must be 'hidden' or 'blockwise', got {self.mode!r}")
         if self.padding_side not in ("left", "right"):
             raise LLMDiffError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
-        if self.max_length < 1:
-            raise LLMDiffError(f"max_length must be at least 1, got {self.max_length}")
+        if not 1 <= self.max_length <= 8192:
+            raise LLMDiffError(f"max_length must be in [1, 8192], got {self.max_length}")
+        if not 0 <= self.block_groups <= 1024:
+            raise LLMDiffError(f"block_groups must be in [0, 1024], got {self.block_groups}")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise LLMDiffError(f"encoder dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
 
     @property
     def instruction_text(self) -> str | None:
@@ -66,23 +70,63 @@ class EncoderConfig:
 
 
 @dataclass
-class EncoderOutput:
-    """features: (B, L, D), or (B, n, L, D) when several layers/blocks are kept; mask: (B, L) bool, True = keep.
+class TextInput:
+    """A batch of prompt features, as the encoders return them, the cache stores them and the denoisers read them.
 
-    prompt_mask marks the prompt's own tokens when instruction tokens are kept (``keep_instruction``);
-    ``drop_instruction`` removes the others. ``truncated[b]`` counts prompt tokens cut from prompt b.
+    features: (B, L, D), or (B, n, L, D) when several layers/blocks are kept; mask: (B, L) bool, True = keep.
+    prompt_mask (B, L) marks the prompt's own tokens when instruction tokens are kept (``keep_instruction``);
+    the text conditioner drops the others after its refiners (``drop_instruction``). None: every valid token
+    is the prompt's.
     """
 
     features: torch.Tensor
     mask: torch.Tensor
     prompt_mask: torch.Tensor | None = None
-    truncated: list[int] = field(default_factory=list)
 
-    def repeat(self, n: int) -> "EncoderOutput":
-        """Each prompt's features n times in a row (prompt 0 x n, prompt 1 x n, ...), masks in the same order."""
-        rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
-        return EncoderOutput(rep(self.features), rep(self.mask), rep(self.prompt_mask),
-                             [c for c in self.truncated for _ in range(n)])
+    def _map(self, fn, features=None) -> "TextInput":
+        """The same batch with `fn` applied to every tensor (`features` overrides the features' result)."""
+        return TextInput(fn(self.features) if features is None else features, fn(self.mask),
+                         None if self.prompt_mask is None else fn(self.prompt_mask))
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "TextInput":
+        """Moved to `device`; `dtype` converts the features only (the masks stay bool)."""
+        return self._map(lambda t: t.to(device=device), self.features.to(device=device, dtype=dtype))
+
+    def select(self, index) -> "TextInput":
+        """Some rows (an index or bool mask over the batch)."""
+        return self._map(lambda t: t[index])
+
+    def repeat(self, n: int) -> "TextInput":
+        """Each prompt's row n times in a row (prompt 0 x n, prompt 1 x n, ...)."""
+        return self._map(lambda t: t.repeat_interleave(n, dim=0))
+
+    def dropped(self, drop: torch.Tensor) -> "TextInput":
+        """Caption dropout: rows where `drop` (B,) is True become the empty (all-masked) prompt."""
+        keep = ~drop[:, None]
+        pm = None if self.prompt_mask is None else self.prompt_mask & keep
+        return TextInput(self.features, self.mask & keep, pm)
+
+    def trimmed(self) -> "TextInput":
+        """Cut the sequence after the last position any row uses (left or right padding alike); at least one."""
+        used = self.mask.any(0).nonzero()
+        n = int(used[-1]) + 1 if len(used) else 1
+        return TextInput(self.features[..., :n, :], self.mask[:, :n],
+                         None if self.prompt_mask is None else self.prompt_mask[:, :n])
+
+    def empty_like(self) -> "TextInput":
+        """The unconditional (empty) prompt with the same shapes: zero features, nothing valid."""
+        return self._map(torch.zeros_like)
+
+    @staticmethod
+    def cat(batches: list["TextInput"]) -> "TextInput":
+        """Batches one after the other along the batch, shorter ones padded with masked zero tokens."""
+        length = max(b.mask.shape[1] for b in batches)
+        features = torch.cat([pad_to(b.features, length, b.features.dim() - 2) for b in batches])
+        masks = torch.cat([pad_to(b.mask, length, 1) for b in batches])
+        if all(b.prompt_mask is None for b in batches):
+            return TextInput(features, masks)
+        prompt = [b.mask if b.prompt_mask is None else b.prompt_mask for b in batches]  # no prompt mask: all prompt
+        return TextInput(features, masks, torch.cat([pad_to(m, length, 1) for m in prompt]))
 
 
 def drop_instruction(features: torch.Tensor, mask: torch.Tensor, prompt_mask: torch.Tensor):
@@ -113,10 +157,23 @@ def check_prompts(prompts) -> list[str]:
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
             raise LLMDiffError(f"prompts must be strings; prompt {i} is {type(p).__name__}: {p!r}")
+        check_text(p, f"prompt {i}")
     return prompts
 
 
-def truncate_prompt_ids(ids: list[list[int]], max_length: int, strict: bool) -> list[int]:
+def check_text(text: str, where: str) -> None:
+    """Refuse text that is not a sentence: bytes that are not UTF-8 (undecodable command-line bytes arrive as
+    lone surrogates) or control characters (a binary file read as captions)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LLMDiffError(f"{where} is not valid UTF-8 text: {text[:40]!r}") from None
+    bad = next((c for c in text if (ord(c) < 32 and c not in "\t\n\r") or 0x7F <= ord(c) < 0xA0), None)
+    if bad is not None:
+        raise LLMDiffError(f"{where} holds the control character {bad!r} (binary data?): {text[:40]!r}")
+
+
+def truncate_prompt_ids(ids: list[list[int]], max_length: int, strict: bool) -> None:
     """Cut prompt token lists to max_length; one warning for the batch (or an error when strict)."""
     cut = [max(0, len(x) - max_length) for x in ids]
     if any(cut):
@@ -128,14 +185,14 @@ def truncate_prompt_ids(ids: list[list[int]], max_length: int, strict: bool) -> 
         log.warning(msg)
     for x in ids:
         del x[max_length:]
-    return cut
 
 
 class PromptEncoder(ABC):
-    """Frozen text encoder: ``encode(prompts) -> EncoderOutput``. No gradients, eval mode."""
+    """Frozen text encoder: ``encode(prompts) -> TextInput``. No gradients, eval mode."""
 
     config: EncoderConfig
     model_id: str
+    tokenizer: object
 
     @property
     @abstractmethod
@@ -147,11 +204,20 @@ class PromptEncoder(ABC):
         """How many layers/blocks each token carries: 1 for (B, L, D) features, n for (B, n, L, D)."""
 
     @abstractmethod
-    def encode(self, prompts, batch_size: int = 64) -> EncoderOutput: ...
+    def encode(self, prompts, batch_size: int = 64) -> TextInput: ...
+
+    def prompt_ids(self, prompts) -> list[list[int]]:
+        """Each prompt's own token ids (no special tokens), cut to max_length; an empty prompt has none."""
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in check_prompts(prompts)]
+        truncate_prompt_ids(ids, self.config.max_length, self.config.strict)
+        return ids
 
     def cache_key(self) -> dict:
         """Everything the features depend on: model weights, layers, template, max length, padding side."""
-        return {"model_id": self.model_id, **self.config.to_dict(), "encoder": type(self).__name__}
+        key = {"model_id": self.model_id, **self.config.to_dict(), "encoder": type(self).__name__}
+        if self.config.keep_instruction:  # caches built before the prompt mask was stored lack it: never reuse them
+            key["stores_prompt_mask"] = True
+        return key
 
 
 def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
@@ -168,10 +234,11 @@ def rms_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
+def pad_to(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """`t` zero-padded at the end of `dim` to `length` (False for bool masks: padding is masked)."""
+    return torch.nn.functional.pad(t, [0, 0] * (t.dim() - dim - 1) + [0, length - t.shape[dim]])
+
+
 def pad_stack(rows: list[torch.Tensor], length: int, dim: int) -> torch.Tensor:
     """Zero-pad tensors along `dim` to `length` and stack them on a new batch dimension."""
-    out = []
-    for r in rows:
-        pad = [0, 0] * (r.dim() - dim - 1) + [0, length - r.shape[dim]]
-        out.append(torch.nn.functional.pad(r, pad))
-    return torch.stack(out)
+    return torch.stack([pad_to(r, length, dim) for r in rows])

@@ -9,10 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import LLMDiffError
-from .base import (
-    EncoderConfig, EncoderOutput, PromptEncoder, check_prompts, pad_stack, rms_normalize, special_tokens_around,
-    truncate_prompt_ids,
-)
+from .base import EncoderConfig, PromptEncoder, TextInput, pad_stack, rms_normalize, special_tokens_around
 from .llm import parse_layers
 
 
@@ -25,14 +22,9 @@ class BidirectionalPromptEncoder(PromptEncoder):
             raise LLMDiffError("instructions are for decoder-only LLMs; set instruction: none for encoder models")
         self.config = config
         if model is None:
-            from transformers import AutoModel, AutoTokenizer
+            from .models import load_pretrained
 
-            from .models import resolve_model
-
-            resolved = resolve_model(config.model)
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype))
-            model_id = resolved.model_id
+            model, tokenizer, model_id = load_pretrained(config.model, config.dtype)
         self.model = model.eval().requires_grad_(False).to(device)
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -48,10 +40,8 @@ class BidirectionalPromptEncoder(PromptEncoder):
         return len(self.layer_ids)
 
     @torch.inference_mode()
-    def encode(self, prompts, batch_size: int = 64) -> EncoderOutput:
-        prompts = check_prompts(prompts)
-        body = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prompts]
-        cut = truncate_prompt_ids(body, self.config.max_length, self.config.strict)
+    def encode(self, prompts, batch_size: int = 64) -> TextInput:
+        body = self.prompt_ids(prompts)
         tok = self.tokenizer
         lead, trail = special_tokens_around(tok)
         ids = [lead + b + trail if b else [] for b in body]
@@ -74,4 +64,4 @@ class BidirectionalPromptEncoder(PromptEncoder):
             feats += list(f[:, 0] if f.shape[1] == 1 else f)
             masks += list(mask.to(self.device))
         length = max(m.shape[0] for m in masks)
-        return EncoderOutput(pad_stack(feats, length, feats[0].dim() - 2), pad_stack(masks, length, 0), None, cut)
+        return TextInput(pad_stack(feats, length, feats[0].dim() - 2), pad_stack(masks, length, 0))

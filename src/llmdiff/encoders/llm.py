@@ -1,4 +1,4 @@
-"""Decoder-only LLMs as prompt encoders (SPEC §1).
+"""Decoder-only LLMs as prompt encoders (LI-DiT's instruction insertion, LLMDiff's block-wise encoding).
 
 * **Early exit.** The decoder stack is cut after the deepest block the layer spec needs, so
   ``layers=-3`` of 30 blocks runs 28 blocks and no LM head.
@@ -23,8 +23,7 @@ from torch import nn
 
 from ..errors import LLMDiffError
 from .base import (
-    EncoderConfig, EncoderOutput, PromptEncoder, check_prompts, drop_instruction, pad_stack, rms_normalize,
-    special_tokens_around, truncate_prompt_ids,
+    EncoderConfig, PromptEncoder, TextInput, drop_instruction, pad_stack, rms_normalize, special_tokens_around,
 )
 
 PAD, PREFIX, PROMPT, SUFFIX = 0, 1, 2, 3  # token roles in an assembled sequence
@@ -48,18 +47,6 @@ def parse_layers(spec, n_blocks: int) -> list[int]:
                                f"(hidden states 0..{n_blocks}, or -1..-{n_blocks + 1})")
         out.append(j)
     return sorted(set(out))
-
-
-@contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 @contextmanager
@@ -124,22 +111,11 @@ class DecoderPromptEncoder(PromptEncoder):
     def __init__(self, config: EncoderConfig, device: str | torch.device = "cpu", model: nn.Module | None = None,
                  tokenizer=None, model_id: str | None = None):
         self.config = config
-        n_blocks = None
         if model is None:
-            from transformers import AutoConfig, AutoModel, AutoTokenizer
+            from .models import load_pretrained
 
-            from .models import resolve_model
-
-            resolved = resolve_model(config.model)
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-            n_blocks = AutoConfig.from_pretrained(resolved.path).num_hidden_layers
-            depth = self._depth(parse_layers(config.layers, n_blocks), n_blocks)
-            # load only the blocks the features come from (the deeper ones would never run)
-            kept = {"num_hidden_layers": depth} if 0 < depth < n_blocks else {}
-            with _quiet_transformers():  # its load report would list every block left out as "unexpected"
-                model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, config.dtype), **kept)
-            model.config.full_num_hidden_layers = n_blocks  # layer indices count from the full model's depth
-            model_id = resolved.model_id
+            depth = lambda n: self._depth(parse_layers(config.layers, n), n)  # noqa: E731
+            model, tokenizer, model_id = load_pretrained(config.model, config.dtype, depth=depth)
         self.core = getattr(model, "model", model) if not hasattr(model, "layers") else model
         if not hasattr(self.core, "layers"):
             raise LLMDiffError(f"{config.model!r} is not a decoder-only LM with a `layers` stack")
@@ -149,7 +125,7 @@ class DecoderPromptEncoder(PromptEncoder):
         self.model_id = model_id or "in-memory"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        self.n_blocks = n_blocks or getattr(self.core.config, "full_num_hidden_layers", len(self.core.layers))
+        self.n_blocks = getattr(self.core.config, "full_num_hidden_layers", len(self.core.layers))
         self.layer_ids = parse_layers(config.layers, self.n_blocks)
         self.depth = self._depth(self.layer_ids, self.n_blocks)
         if config.mode == "blockwise" and self.depth == 0:
@@ -194,10 +170,8 @@ class DecoderPromptEncoder(PromptEncoder):
         return len(self.layer_ids)
 
     @torch.inference_mode()
-    def encode(self, prompts, batch_size: int = 64) -> EncoderOutput:
-        prompts = check_prompts(prompts)
-        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prompts]
-        cut = truncate_prompt_ids(ids, self.config.max_length, self.config.strict)
+    def encode(self, prompts, batch_size: int = 64) -> TextInput:
+        ids = self.prompt_ids(prompts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
         feats, masks, pmasks = [None] * len(ids), [None] * len(ids), [None] * len(ids)
         for s in range(0, len(order), batch_size):
@@ -207,9 +181,8 @@ class DecoderPromptEncoder(PromptEncoder):
                 feats[i], masks[i], pmasks[i] = f[k], m[k], None if pm is None else pm[k]
         length = max(m.shape[0] for m in masks)
         seq_dim = feats[0].dim() - 2
-        out = EncoderOutput(pad_stack(feats, length, seq_dim), pad_stack(masks, length, 0),
-                            None if pmasks[0] is None else pad_stack(pmasks, length, 0), cut)
-        return out
+        return TextInput(pad_stack(feats, length, seq_dim), pad_stack(masks, length, 0),
+                         None if pmasks[0] is None else pad_stack(pmasks, length, 0))
 
     def cache_key(self) -> dict:
         # the template's token ids: a changed tokenizer or instruction text changes the features

@@ -1,8 +1,8 @@
 """Finding and loading language models: packaged short names, local folders, GGUF files, hub ids.
 
-GGUF files are dequantised by transformers (which needs ``gguf``), which takes 40-110 s on
-two CPU cores; the result is saved once as safetensors + config + tokenizer in the user
-cache, keyed by the GGUF file's SHA-256, and every later load takes about a second. The cache
+GGUF files are dequantised by transformers (which needs ``gguf``), which is slow (timings in
+docs/benchmarks/encoders.md); the result is saved once as safetensors + config + tokenizer in
+the user cache, keyed by the GGUF file's SHA-256, and every later load reads that. The cache
 folder is written under a temporary name and renamed when complete, so a conversion that is
 killed half-way is never used.
 """
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LLMDiffError
+from ..integrity import sha256_file
 from ..utils import cache_dir
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,6 @@ def known_models_help() -> str:
     names = ", ".join(PACKAGED)
     return (f"known names: {names}; or pass a local model folder, a .gguf file, "
             "or a Hugging Face hub id such as HuggingFaceTB/SmolLM2-360M (needs internet)")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_dir(package: str) -> Path | None:
@@ -123,7 +116,6 @@ def resolve_model(name: str) -> ResolvedModel:
     if not isinstance(name, str) or not name:
         raise LLMDiffError(f"model must be a non-empty string; {known_models_help()}")
     if name in PACKAGED:
-        pm = PACKAGED[name]
         path = _packaged_file(name)
         if path.suffix == ".gguf":
             return ResolvedModel(str(convert_gguf(path)), "gguf-" + _gguf_hash(path)[:16], name)
@@ -136,10 +128,27 @@ def resolve_model(name: str) -> ResolvedModel:
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise LLMDiffError(f"{p} is not a model folder (no config.json); {known_models_help()}")
+        refuse_custom_code(p)
         return ResolvedModel(str(p), _folder_fingerprint(p), name)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return ResolvedModel(name, "hub-" + _hub_revision(name), name)
     raise LLMDiffError(f"unknown model {name!r}; {known_models_help()}")
+
+
+def refuse_custom_code(folder: Path) -> None:
+    """llmdiff never runs code shipped with a model: a folder whose configs name their own Python classes
+    (``auto_map``) is refused. Loading also passes ``trust_remote_code=False``, so transformers refuses too."""
+    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LLMDiffError(f"{path} is not valid JSON ({e})") from None
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise LLMDiffError(f"{path} asks to run custom code ({', '.join(map(str, data['auto_map']))}); "
+                               "llmdiff only loads models that transformers implements itself")
 
 
 def _hub_revision(repo_id: str) -> str:
@@ -190,8 +199,9 @@ def _dequantise_into(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 trust_remote_code=False)
     # The weights are dequantised at load; only the GGUF markers stop save_pretrained.
     model.hf_quantizer = None
     model.config.quantization_config = None
@@ -204,9 +214,40 @@ def _dequantise_into(gguf: Path, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def load_pretrained(name: str, dtype: str = "float32", depth=None):
+    """The model and tokenizer that `name` resolves to, and the id of its weights (for cache keys).
+
+    `depth(n_blocks)` gives how many decoder blocks the caller will run; only those are loaded (the deeper ones
+    would never run), and `config.full_num_hidden_layers` keeps the full depth that layer indices count from.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    resolved = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=False)
+    kept = {}
+    if depth is not None:
+        n_blocks = AutoConfig.from_pretrained(resolved.path, trust_remote_code=False).num_hidden_layers
+        if 0 < depth(n_blocks) < n_blocks:
+            kept = {"num_hidden_layers": depth(n_blocks)}
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report would list every block left out as "unexpected"
+    try:
+        model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype), trust_remote_code=False, **kept)
+    finally:
+        hf_logging.set_verbosity(level)
+    if kept:
+        model.config.full_num_hidden_layers = n_blocks
+    return model, tokenizer, resolved.model_id
+
+
 def is_causal_lm(path: str) -> bool:
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(path)
+    try:
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (ValueError, KeyError) as e:  # an unknown model_type, or a config transformers cannot read
+        raise LLMDiffError(f"{path} is not a model transformers can load ({str(e).splitlines()[0][:160]})") from None
     return any(a.endswith("ForCausalLM") for a in (cfg.architectures or [])) or cfg.model_type in (
         "llama", "gemma3_text", "gemma3", "qwen2", "qwen3", "mistral", "phi3", "gpt2")

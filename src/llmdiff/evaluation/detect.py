@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..errors import LLMDiffError
 from ..shapes.world import COLORS, SHAPES, SIZE_FRACTION, inside_shape
 
 _PALETTE_NAMES = list(COLORS)
@@ -111,7 +112,7 @@ def classify_shape(alpha: np.ndarray, scale: float = 1.0) -> tuple[str, float]:
 def detect(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD, min_area_fraction: float = 0.01) -> list[Detection]:
     """Objects in an (H, W, 3) uint8 image, most confident first."""
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        raise LLMDiffError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
     h, w, _ = image.shape
     img = image.astype(np.float32) / 255
     sigma = 0.5 * min(h, w) / 32  # light denoising, in proportion to the resolution

@@ -13,7 +13,7 @@ from ..errors import LLMDiffError
 from ..shapes.suites import COMPBENCH_TAGS, GENEVAL_TAGS, POSITION_BINS
 from ..utils import atomic_write_text
 from .detect import DEFAULT_THRESHOLD, detect
-from .layout import Layout, read_layout
+from .layout import Layout, read_layout, read_record
 from .scoring import score_entry
 
 BENCHMARK_ORDER = ("geneval", "compbench", "position_bias")
@@ -72,6 +72,13 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
 
 def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
     lines = [f"# {title}", "", f"{summary['n_images']} images scored."]
+    producer = summary.get("producer")
+    if producer:
+        lines += ["", f"Made by {producer.get('model_class', 'a model')} with weights sha256 "
+                      f"{str(producer.get('model_sha256'))[:12]}, seed {producer.get('seed')}, {producer.get('steps')} "
+                      f"steps, guidance {producer.get('guidance_scale')}, {producer.get('scheduler')}."]
+    elif "producer" in summary:
+        lines += ["", "No record of what made these images (not written by `llmdiff generate`)."]
     for bench, s in summary["benchmarks"].items():
         lines += ["", f"## {bench}", "", "| task | accuracy | images |", "|---|---:|---:|"]
         lines += [f"| {t} | {v['accuracy']:.3f} | {v['n']} |" for t, v in s["tasks"].items()]
@@ -93,44 +100,11 @@ def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
 
 def plot_summary(summary: dict, out: Path) -> list[Path]:
     """Per-task bars for every benchmark, and the positional-bias curve when present."""
-    import matplotlib
+    from ..viz import position_bias_plot, task_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    benches = summary["benchmarks"]
-    if benches:
-        fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
-        for ax, (bench, s) in zip(axes[0], benches.items()):
-            tags = list(s["tasks"])
-            acc = [s["tasks"][t]["accuracy"] for t in tags]
-            ax.bar(range(len(tags)), acc, color="#4c72b0")
-            ax.axhline(s["overall"], color="#c44e52", ls="--", lw=1, label=f"overall {s['overall']:.2f}")
-            ax.set_xticks(range(len(tags)), tags, rotation=35, ha="right", fontsize=8)
-            ax.set_ylim(0, 1.05)
-            ax.set_title(bench)
-            ax.legend(fontsize=8, loc="lower right")
-        axes[0][0].set_ylabel("accuracy")
-        fig.tight_layout()
-        path = out / "tasks.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+    written = [task_bars(summary["benchmarks"], out / "tasks.png")] if summary["benchmarks"] else []
     if "position_bias" in summary:
-        pb = summary["position_bias"]
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        xs = [b for b, a in zip(pb["bins"], pb["pair_accuracy"]) if a is not None]
-        ax.plot(xs, [a for a in pb["pair_accuracy"] if a is not None], "o-")
-        ax.set_xticks(pb["bins"], ["first", "", "middle", "", "last"])
-        ax.set_xlabel("relative position of the attribute-noun pair in the prompt")
-        ax.set_ylabel("pair accuracy")
-        ax.set_ylim(0, 1.05)
-        fig.tight_layout()
-        path = out / "position_bias.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(position_bias_plot({"": summary["position_bias"]["pair_accuracy"]}, out / "position_bias.png"))
     return written
 
 
@@ -143,6 +117,7 @@ def run_eval(images: Path, out: Path | None = None, threshold: float = DEFAULT_T
         raise LLMDiffError(f"no image in {images} could be scored; first problem: {first['path']}: {first['error']}")
     results = evaluate_layout(layout, threshold, progress)
     summary = summarize(results, layout.errors)
+    summary["producer"] = read_record(images)
     out = Path(out) if out else Path(images) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))

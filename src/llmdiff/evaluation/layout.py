@@ -1,6 +1,9 @@
 """GenEval's folder convention: OUT/<00000>/metadata.jsonl + OUT/<00000>/samples/<0000>.png.
 
-Any generator that writes this layout can be evaluated by ``llmdiff eval``.
+Any generator that writes this layout can be evaluated by ``llmdiff eval``. llmdiff's own
+generator also records what produced the images in OUT/llmdiff-generation.json (model weights
+hash, seed, steps, guidance, scheduler, prompts); it adds to a folder only when that record
+matches, so an output folder never mixes two models' images or passes old images off as new.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import LLMDiffError
 from ..utils import atomic_write_bytes, atomic_write_text
+
+RECORD = "llmdiff-generation.json"
+MAX_SIDE = 4096  # larger images are refused before they are decoded (a 6000x6000 PNG takes minutes to score)
 
 
 def write_prompt_folder(out: Path, index: int, entry: dict, images: list) -> Path:
@@ -25,6 +32,59 @@ def write_prompt_folder(out: Path, index: int, entry: dict, images: list) -> Pat
         img = Image.fromarray(img) if isinstance(img, np.ndarray) else img
         atomic_write_bytes(folder / "samples" / f"{k:04d}.png", _png_bytes(img))
     return folder
+
+
+def prompt_folders(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+def generation_record(pipe, entries: list[dict], seed: int, steps: int, guidance_scale: float) -> dict:
+    """What decides a suite's images: the denoiser's (and decoder's) weights, encoders, sampler, seed and prompts."""
+    import hashlib
+
+    from ..integrity import tensors_digest
+
+    weights = dict(pipe.denoiser.state_dict())
+    if pipe.codec is not None:
+        weights.update({f"vae.{k}": v for k, v in pipe.codec.ae.state_dict().items()})
+    prompts = hashlib.sha256("\n".join(json.dumps(e, sort_keys=True) for e in entries).encode()).hexdigest()
+    return {"model_sha256": tensors_digest(weights), "model_class": type(pipe.denoiser).__name__,
+            "encoders": json.loads(json.dumps(pipe.encoder_configs)), "scheduler": type(pipe.scheduler).__name__,
+            "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "prompts_sha256": prompts}
+
+
+def claim_output(out: Path, record: dict, overwrite: bool) -> None:
+    """Let a generator write into `out` only if the images there were made the same way (or there are none);
+    with `overwrite`, remove the other images first. The record is written before any image."""
+    import shutil
+
+    out = Path(out)
+    path = out / RECORD
+    have = json.loads(path.read_text()) if path.is_file() else None
+    existing = prompt_folders(out) if out.is_dir() else []
+    if have == record or (have is None and not existing):
+        if have is None:
+            atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        return
+    if not overwrite:
+        if have is None:
+            why = "images without a record of what made them"
+        else:
+            changed = [k for k in record if have.get(k) != record[k]]
+            why = f"images made with another {', '.join(changed)}"
+        raise LLMDiffError(f"{out} already holds {why}; pass --overwrite to replace them, or use another --out")
+    for folder in existing:
+        shutil.rmtree(folder)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_record(root: Path) -> dict | None:
+    """The generation record of a folder, if llmdiff wrote one."""
+    path = Path(root) / RECORD
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def _png_bytes(img: Image.Image) -> bytes:
@@ -54,7 +114,7 @@ def read_layout(root: Path, resolution: int | None = None) -> Layout:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no image folder {root}: pass the OUT folder that holds 00000/, 00001/, ...")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+    folders = prompt_folders(root)
     if not folders:
         raise FileNotFoundError(f"{root} holds no GenEval-layout folders (expected {root}/00000/metadata.jsonl)")
     layout = Layout()
@@ -80,8 +140,13 @@ def read_layout(root: Path, resolution: int | None = None) -> Layout:
         for img_path in images:
             try:
                 with Image.open(img_path) as im:
+                    if max(im.size) > MAX_SIDE:  # checked from the header, before decoding
+                        raise ValueError(f"image too large ({im.width}x{im.height}; at most {MAX_SIDE} px a side)")
                     arr = np.asarray(im.convert("RGB"))
-            except (OSError, UnidentifiedImageError) as e:
+            except ValueError as e:
+                layout.errors.append({"path": str(img_path), "error": str(e)})
+                continue
+            except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
                 layout.errors.append({"path": str(img_path), "error": f"unreadable image ({type(e).__name__})"})
                 continue
             h, w, _ = arr.shape

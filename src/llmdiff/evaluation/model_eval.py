@@ -26,15 +26,3 @@ def evaluate_model(model_dir: Path | str, out: Path | str, suites=("geneval",), 
     atomic_write_text(out / "summaries.json", json.dumps(summaries, indent=2) + "\n")
     return summaries
 
-
-def headline(summaries: dict) -> dict[str, float]:
-    """One number per suite: GenEval/T2I-CompBench overall, positional-bias mean pair accuracy."""
-    out = {}
-    for suite, s in summaries.items():
-        benches = s["benchmarks"]
-        if "position_bias" in s:
-            acc = [a for a in s["position_bias"]["pair_accuracy"] if a is not None]
-            out[suite] = sum(acc) / len(acc)
-        else:
-            out[suite] = next(iter(benches.values()))["overall"]
-    return out

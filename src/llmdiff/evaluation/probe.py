@@ -43,41 +43,64 @@ DEFAULT_PAIRS: list[tuple[str, str, str]] = [
 NOISE_LEVELS = {"high": 0.9, "middle": 0.5, "low": 0.1}
 
 
-def _differing_token(pipe, a: str, b: str) -> int:
-    """Index of the first token of A that differs from B, in the text sequence the model attends to
-    (the null token in front is index 0)."""
+def prompt_tokens(pipe, prompt: str) -> list[tuple[int, str]]:
+    """The prompt's own tokens as the first encoder's tokenizer splits them: (index in the text sequence the
+    denoiser attends to, token text), the learnt null token being index 0 and instruction or special tokens
+    left out."""
     enc = pipe.load_encoders()[0]
     tok = enc.tokenizer
-    ia, ib = (tok(p, add_special_tokens=False)["input_ids"] for p in (a, b))
-    j = next((k for k, (x, y) in enumerate(zip(ia, ib)) if x != y), min(len(ia), len(ib)))
+    ids = tok(prompt, add_special_tokens=False)["input_ids"][: enc.config.max_length]
     if hasattr(enc, "token_layout") and not enc.config.keep_instruction:
         lead = 0  # a causal LLM's features start at the prompt (the instruction is dropped)
     elif hasattr(enc, "token_layout"):
         from ..encoders.llm import PROMPT
 
-        lead = enc.token_layout(a)[1].index(PROMPT)  # the kept instruction tokens come first
+        lead = enc.token_layout(prompt)[1].index(PROMPT)  # the kept instruction tokens come first
     else:
         from ..encoders.base import special_tokens_around
 
         lead = len(special_tokens_around(tok)[0])
-    return 1 + lead + j
+    return [(1 + lead + j, tok.decode([i])) for j, i in enumerate(ids)]
 
 
-class _AttentionRecorder:
-    """Forward hooks on every cross-attention that record the attention mass per text token (B, M)."""
+def _differing_token(pipe, a: str, b: str) -> int:
+    """Index of the first token of A that differs from B, in the text sequence the model attends to."""
+    ta, tb = prompt_tokens(pipe, a), prompt_tokens(pipe, b)
+    j = next((k for k, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+    return ta[0][0] + j if ta else 1
 
-    def __init__(self, model):
+
+class AttentionRecorder:
+    """Forward hooks on every cross-attention that record its attention probabilities (softmax over the text
+    tokens, mean over heads): per text token (B, M), mean over image positions (the probe's measure), or with
+    ``per_position`` per image position and text token (B, N, M), for heat maps (DAAM, Tang et al., 2023).
+
+    For the LLMDiff adapter's decoupled cross-attention the two branches (the frozen one reading phi(c), the
+    new one reading c) are averaged with the magnitudes of their learnt gates as weights.
+    """
+
+    def __init__(self, model, per_position: bool = False):
         from diffusers.models.attention_processor import Attention
 
+        from ..denoisers.adapter import LLMDiffAttnProcessor
         from ..layers import MultiHeadAttention
 
+        self.per_position = per_position
         self.mass: dict[str, list[torch.Tensor]] = {}
         self.handles = []
         for name, m in model.named_modules():
             if isinstance(m, MultiHeadAttention) and name.endswith("cross_attn"):
-                self.handles.append(m.register_forward_hook(self._lidit(name), with_kwargs=True))
+                hook = self._lidit(name)
             elif isinstance(m, Attention) and name.endswith("attn2"):
-                self.handles.append(m.register_forward_hook(self._diffusers(name), with_kwargs=True))
+                hook = self._adapter(name) if isinstance(m.processor, LLMDiffAttnProcessor) else self._diffusers(name)
+            else:
+                continue
+            self.handles.append(m.register_forward_hook(hook, with_kwargs=True))
+
+    def _keep(self, name: str, probs: torch.Tensor) -> None:
+        """probs (B, H, N, M) -> the recorded mean over heads (and over positions unless per_position)."""
+        probs = probs.mean(1)  # (B, N, M)
+        self.mass.setdefault(name, []).append(probs if self.per_position else probs.mean(1))
 
     def _lidit(self, name):
         def hook(m, args, kwargs, out):
@@ -88,23 +111,40 @@ class _AttentionRecorder:
             scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-            self.mass.setdefault(name, []).append(scores.softmax(-1).mean((1, 2)))
+            self._keep(name, scores.softmax(-1))
         return hook
+
+    @staticmethod
+    def _diffusers_probs(h, ctx, to_q, to_k, heads: int, bias) -> torch.Tensor:
+        """Softmax attention (B, H, N, M) of queries to_q(h) on keys to_k(ctx), with the U-Net's additive bias."""
+        if h.dim() == 4:
+            h = h.flatten(2).transpose(1, 2)
+        b, n, _ = h.shape
+        q = to_q(h).view(b, n, heads, -1).transpose(1, 2)
+        k = to_k(ctx).view(b, ctx.shape[1], heads, -1).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if bias is not None:  # (B, 1, M) additive bias from the U-Net's encoder_attention_mask
+            scores = scores + bias.view(b, 1, 1, -1).to(scores.dtype)
+        return scores.softmax(-1)
 
     def _diffusers(self, name):
         def hook(m, args, kwargs, out):
             h = args[0] if args else kwargs["hidden_states"]
-            ctx = kwargs.get("encoder_hidden_states")
-            if h.dim() == 4:
-                h = h.flatten(2).transpose(1, 2)
-            b, n, _ = h.shape
-            q = m.to_q(h).view(b, n, m.heads, -1).transpose(1, 2)
-            k = m.to_k(ctx).view(b, ctx.shape[1], m.heads, -1).transpose(1, 2)
-            scores = q @ k.transpose(-1, -2) * m.scale
-            bias = kwargs.get("attention_mask")
-            if bias is not None:  # (B, 1, M) additive bias from the U-Net's encoder_attention_mask
-                scores = scores + bias.view(b, 1, 1, -1).to(scores.dtype)
-            self.mass.setdefault(name, []).append(scores.softmax(-1).mean((1, 2)))
+            self._keep(name, self._diffusers_probs(h, kwargs.get("encoder_hidden_states"), m.to_q, m.to_k, m.heads,
+                                                   kwargs.get("attention_mask")))
+        return hook
+
+    def _adapter(self, name):
+        def hook(m, args, kwargs, out):
+            h = args[0] if args else kwargs["hidden_states"]
+            c, bias, proc = kwargs.get("encoder_hidden_states"), kwargs.get("attention_mask"), m.processor
+            ctx = proc.phi(c)
+            if m.norm_cross:
+                ctx = m.norm_encoder_hidden_states(ctx)
+            orig = self._diffusers_probs(h, ctx, m.to_q, m.to_k, m.heads, bias)
+            new = self._diffusers_probs(h, c, proc.to_q, proc.to_k, proc.heads, bias)
+            g1, g2 = (abs(g) for g in proc.gates)
+            self._keep(name, (g1 * orig + g2 * new) / max(g1 + g2, 1e-12))
         return hook
 
     def pop(self) -> dict[str, torch.Tensor]:
@@ -138,7 +178,7 @@ def text_sensitivity(pipe, pairs: list[tuple[str, str, str]] | None = None, n_im
     model = pipe.denoiser
     objective = model.config.objective
     decode = pipe.codec.decode if pipe.codec is not None else (lambda x: x)
-    rec = _AttentionRecorder(model)
+    rec = AttentionRecorder(model)
     rows = []
     try:
         for kind, a, b in pairs:

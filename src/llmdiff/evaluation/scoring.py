@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..errors import LLMDiffError
 from ..shapes.world import relative_position
 from .detect import Detection
 
@@ -88,7 +89,8 @@ def score_attributes(detections: list[Detection], entry: dict) -> tuple[bool, li
     return all(c["passed"] for c in clauses), clauses
 
 
-def _iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -112,7 +114,7 @@ def score_spatial(detections: list[Detection], entry: dict) -> tuple[bool, list[
         dx, dy = ax - bx, ay - by
         along = {"left of": -dx, "right of": dx, "above": -dy, "below": dy}[rel]
         across = abs(dy) if rel in ("left of", "right of") else abs(dx)
-        if not (along > 0 and along > across and _iou(a.bbox, b.bbox) < 0.5):
+        if not (along > 0 and along > across and box_iou(a.bbox, b.bbox) < 0.5):
             reason = f"expected {_describe(subj_req)} {rel} {_describe(ref_req)}"
     clause = {"kind": "include", "index": 1, "clause": f"{_describe(subj_req)} {rel} {_describe(ref_req)}",
               "passed": not reason, "reason": reason}
@@ -132,4 +134,4 @@ def score_entry(detections: list[Detection], entry: dict) -> tuple[bool, list[di
         return score_spatial(detections, entry) if entry["tag"] == "spatial" else score_attributes(detections, entry)
     if benchmark == "position_bias":
         return score_attributes(detections, entry)
-    raise ValueError(f"unknown benchmark {benchmark!r} (expected geneval, compbench or position_bias)")
+    raise LLMDiffError(f"unknown benchmark {benchmark!r} (expected geneval, compbench or position_bias)")

@@ -16,17 +16,9 @@ from ..shapes.corrupt import corrupt
 from ..shapes.suites import build_suite, contradicting_spec
 from ..shapes.world import COLORS, SHAPES, SceneSpec, render
 from .detect import detect
-from .scoring import score_entry
+from .scoring import box_iou, score_entry
 
 MISSED = "missed"
-
-
-def _iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
 
 
 def validate(suites=("geneval", "compbench", "position_bias", "paraphrase"), images_per_prompt: int = 4,
@@ -48,8 +40,8 @@ def validate(suites=("geneval", "compbench", "position_bias", "paraphrase"), ima
             dets = detect(image)
             true_acc[suite][entry["tag"]].append(score_entry(dets, entry)[0])
             for obj in scene.objects:  # match each true object to the detection that overlaps it most
-                best = max(dets, key=lambda d: _iou(d.bbox, obj.bbox), default=None)
-                hit = best is not None and _iou(best.bbox, obj.bbox) >= 0.3
+                best = max(dets, key=lambda d: box_iou(d.bbox, obj.bbox), default=None)
+                hit = best is not None and box_iou(best.bbox, obj.bbox) >= 0.3
                 shape_conf[SHAPES.index(obj.shape), SHAPES.index(best.shape) if hit else -1] += 1
                 color_conf[colors.index(obj.color), colors.index(best.color) if hit else -1] += 1
             bad = render(contradicting_spec(entry, rng), rng, resolution, warp=warp)

@@ -1,8 +1,9 @@
 """Captions with real language for Shapes scenes.
 
-Three phrasebooks with disjoint sentence frames:
+Phrasebooks with disjoint sentence frames:
 
 * ``train``      — the frames and words training captions are made of;
+* ``train-rich`` — the same with more words per concept and more frames (``data.phrasebook``);
 * ``eval``       — other frames over the same words (the ``geneval``/``compbench``/``position_bias`` suites);
 * ``paraphrase`` — other frames again, plus synonyms that no training caption uses.
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import LLMDiffError
 from .world import ObjectSpec, SceneSpec
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
@@ -148,7 +150,51 @@ PARAPHRASE = Phrasebook(
     prefixes=("", "in a minimalist flat illustration, "),
 )
 
-PHRASEBOOKS = {p.name: p for p in (TRAIN, EVAL, PARAPHRASE)}
+# The training phrasebook with a wider vocabulary: more words per shape, colour, size and relation,
+# more ways to attach a colour and more sentence frames, so that a denoiser learns what the LLM's
+# features of a word mean rather than which word it was. None of it is in EVAL or PARAPHRASE.
+TRAIN_RICH = Phrasebook(
+    name="train-rich",
+    nouns={
+        "circle": ("circle", "disc", "dot", "orb"),
+        "square": ("square", "box", "tile", "cube"),
+        "triangle": ("triangle", "wedge", "pyramid"),
+        "cross": ("cross", "plus sign", "cross mark"),
+    },
+    plurals={**_PLURALS, "dot": "dots", "orb": "orbs", "tile": "tiles", "cube": "cubes", "wedge": "wedges",
+             "pyramid": "pyramids", "cross mark": "cross marks"},
+    colors={
+        "red": ("red", "crimson", "cherry"), "orange": ("orange", "tangerine"), "yellow": ("yellow", "lemon"),
+        "green": ("green", "emerald", "grass-green"), "blue": ("blue", "cobalt", "sapphire"),
+        "purple": ("purple", "lavender", "amethyst"), "pink": ("pink", "rose"), "brown": ("brown", "chocolate"),
+    },
+    sizes={"small": ("small", "mini"), "large": ("large", "big", "giant")},
+    relations={
+        "left of": ("to the left of", "left of", "west of"),
+        "right of": ("to the right of", "right of", "east of"),
+        "above": ("above", "over", "north of"),
+        "below": ("below", "under", "south of"),
+    },
+    relations_from_object={
+        "left of": ("on its left", "to its left", "west of it"),
+        "right of": ("on its right", "to its right", "east of it"),
+        "above": ("above it", "north of it"),
+        "below": ("below it", "under it", "south of it"),
+    },
+    single=TRAIN.single + ("here is {A}", "just {A}"),
+    pair=TRAIN.pair + ("{A} next to {B}", "a picture with {A} alongside {B}"),
+    relation=TRAIN.relation + ("you can see {A} {rel} {B}", "drawn {rel} {B}: {A}"),
+    count=TRAIN.count + ("a group of {N} {nouns}", "{N} {nouns} drawn"),
+    listing=TRAIN.listing + ("a picture with {list}",),
+    count_words=TRAIN.count_words,
+    attribute_frames=(STANDARD_ATTRIBUTES, STANDARD_ATTRIBUTES, "{size} {noun} that is {color}",
+                      "{size} {noun} painted {color}"),
+    suffixes=TRAIN.suffixes,
+    prefixes=TRAIN.prefixes,
+)
+
+PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, EVAL, PARAPHRASE)}
+TRAINING_PHRASEBOOKS = ("train", "train-rich")
 
 
 def _pick(rng: np.random.Generator, options):
@@ -189,7 +235,7 @@ def caption(spec: SceneSpec, book: Phrasebook | str, rng: np.random.Generator) -
     objs = spec.objects
     if spec.relations:
         if len(objs) != 2 or len(spec.relations) != 1:
-            raise ValueError("relation captions describe exactly two objects and one relation")
+            raise LLMDiffError("relation captions describe exactly two objects and one relation")
         i, rel, j = spec.relations[0]
         body = _pick(rng, book.relation).format(
             A=noun_phrase(objs[i], book, rng),

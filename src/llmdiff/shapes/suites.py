@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LLMDiffError
+from ..utils import read_text
 
-from .captions import EVAL, PARAPHRASE, TRAIN, Phrasebook, caption
+from .captions import EVAL, PARAPHRASE, Phrasebook, caption
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
 
 # (colour, shape) pairs that no training image or caption contains: eval-only compositions.
@@ -171,27 +172,27 @@ def load_suite(name_or_path: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no prompt suite {name_or_path!r}: pass one of {', '.join(SUITES)} or a JSONL path")
     entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError as e:
             raise LLMDiffError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
+            raise LLMDiffError(f"{path}:{n}: expected a GenEval entry, a JSON object with a \"prompt\" string")
+        entries.append(entry)
+    if not entries:
+        raise LLMDiffError(f"{path} holds no prompts")
     return entries
 
 
-def split_description() -> dict:
-    """What separates training from evaluation, as recorded next to the shipped suites."""
-    return {
-        "heldout_compositions": sorted([c, s] for c, s in HELDOUT_COMPOSITIONS),
-        "phrasebooks": {
-            b.name: {"single": b.single, "pair": b.pair, "relation": b.relation, "count": b.count,
-                     "listing": b.listing, "nouns": b.nouns, "relations": b.relations}
-            for b in (TRAIN, EVAL, PARAPHRASE)
-        },
-        "suites": {"geneval": "eval", "compbench": "eval", "position_bias": "eval", "paraphrase": "paraphrase"},
-    }
+def with_scenes(entries: list[dict], name: str) -> list[dict]:
+    """Entries that carry the Shapes scene they describe (needed to render them); a clear error otherwise."""
+    missing = next((i for i, e in enumerate(entries) if not isinstance(e.get("scene"), dict)), None)
+    if missing is not None:
+        raise LLMDiffError(f"prompt {missing} of {name} has no \"scene\" to render (only Shapes suites do)")
+    return entries
 
 
 def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
@@ -228,5 +229,5 @@ def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
         asked = {(o.color, o.shape) for o in objs}
         objs = [ObjectSpec(o.shape, rng.choice([c for c in colors if (c, o.shape) not in asked]), o.size) for o in objs]
     else:
-        raise ValueError(f"no contradiction rule for tag {tag!r}")
+        raise LLMDiffError(f"no contradiction rule for tag {tag!r}")
     return SceneSpec(tuple(objs))

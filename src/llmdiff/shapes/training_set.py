@@ -1,9 +1,9 @@
 """The training distribution: a finite set of captions, each rendered anew at every draw.
 
-The caption set is finite on purpose (SPEC §6): each unique caption is read by the LLM once
+The caption set is finite on purpose: each unique caption is read by the LLM once
 and cached, while its scene is laid out at random every time it is drawn, so a few thousand
 captions give an unbounded stream of images. No caption or image contains a held-out
-(colour, shape) composition, and captions use the ``train`` phrasebook only.
+(colour, shape) composition, and captions use a training phrasebook only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import LLMDiffError
 from ..utils import atomic_write_text
-from .captions import caption
+from .captions import TRAINING_PHRASEBOOKS, caption
 from .suites import HELDOUT_COMPOSITIONS
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec, render
 
@@ -89,12 +89,14 @@ class CaptionSet:
 
 
 def build_caption_set(n_scenes: int, captions_per_scene: int = 2, seed: int = 0,
-                      mix: dict[str, float] | None = None) -> CaptionSet:
+                      mix: dict[str, float] | None = None, phrasebook: str = "train") -> CaptionSet:
     """Draw scene specifications and phrase each a few ways; duplicate captions are kept once."""
+    if phrasebook not in TRAINING_PHRASEBOOKS:
+        raise LLMDiffError(f"data.phrasebook must be one of {', '.join(TRAINING_PHRASEBOOKS)}, got {phrasebook!r}")
     rng = np.random.default_rng(seed)
     seen: dict[str, SceneSpec] = {}
     for _ in range(n_scenes):
         spec = sample_spec(rng, mix)
         for _ in range(captions_per_scene):
-            seen.setdefault(caption(spec, "train", rng), spec)
+            seen.setdefault(caption(spec, phrasebook, rng), spec)
     return CaptionSet(list(seen), list(seen.values()))

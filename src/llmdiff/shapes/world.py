@@ -63,10 +63,15 @@ class SceneSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneSpec":
-        return cls(
-            objects=tuple(ObjectSpec(**o) for o in d["objects"]),
-            relations=tuple((int(i), str(rel), int(j)) for i, rel, j in d.get("relations", [])),
-        )
+        try:
+            return cls(
+                objects=tuple(ObjectSpec(**o) for o in d["objects"]),
+                relations=tuple((int(i), str(rel), int(j)) for i, rel, j in d.get("relations", [])),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, LLMDiffError):
+                raise
+            raise LLMDiffError(f"not a scene ({type(e).__name__}: {e}): {str(d)[:120]}") from None
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def inside_shape(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if shape == "cross":  # a plus sign with arms one third wide
         box = (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)
         return box & ((np.abs(x - 0.5) <= 1 / 6) | (np.abs(y - 0.5) <= 1 / 6))
-    raise ValueError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+    raise LLMDiffError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
 
 
 @lru_cache(maxsize=None)

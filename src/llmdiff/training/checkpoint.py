@@ -1,9 +1,9 @@
 """Checkpoints that never unpickle: tensors in safetensors, everything else in JSON.
 
 A checkpoint is a folder ``checkpoints/step-0000500/`` with model, EMA and optimizer tensors
-(``*.safetensors``) and ``state.json`` (step, optimizer hyper-parameters, data-order seed).
-It is written under a temporary name and renamed when complete, so a run killed while saving
-keeps its previous checkpoint intact.
+(``*.safetensors``) and ``state.json`` (step, optimizer hyper-parameters, data-order seed, and
+the SHA-256 of every tensor file, checked on load). It is written under a temporary name and
+renamed when complete, so a run killed while saving keeps its previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMDiffError
+from ..integrity import verify_hashes, weight_hashes
 
 PREFIX = "step-"
 
@@ -57,7 +58,8 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, ema: dict[str
             save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
         tensors, meta = optimizer_tensors(opt)
         save_file(tensors, tmp / "optimizer.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": meta, **extra}, indent=1))
+        state = {"step": step, "optimizer": meta, **extra, "sha256": weight_hashes(tmp)}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)
@@ -74,8 +76,34 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file())
 
 
+def verify_checkpoint(path: Path) -> dict:
+    """The state of a checkpoint whose tensor files match their recorded hashes; a clear error otherwise."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LLMDiffError(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); delete it to resume from the "
+                           "previous one") from None
+    try:
+        verify_hashes(path, state.get("sha256") or {}, "checkpoint")
+    except LLMDiffError as e:
+        raise LLMDiffError(f"{e}; delete it to resume from the previous one") from None
+    return state
+
+
+def last_good_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint that verifies (the one a diverged run can go back to)."""
+    for ckpt in reversed(list_checkpoints(root)):
+        try:
+            verify_checkpoint(ckpt)
+        except LLMDiffError:
+            continue
+        return ckpt
+    return None
+
+
 def load_checkpoint(path: Path) -> dict:
     """Tensors and state of one checkpoint folder; a clear error if any file is damaged."""
+    verify_checkpoint(path)
     try:
         out = {"model": load_file(path / "model.safetensors"), "optimizer": load_file(path / "optimizer.safetensors"),
                "state": json.loads((path / "state.json").read_text())}

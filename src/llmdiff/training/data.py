@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
-from ..connectors.conditioner import TextInput
-from ..encoders import EncoderConfig, load_encoder
+from ..encoders import EncoderConfig, TextInput, load_encoder
 from ..encoders.cache import CachedFeatures, build_cache, default_cache_folder, load_cache
 from ..errors import LLMDiffError
 from ..shapes.training_set import CaptionSet, build_caption_set
@@ -38,8 +37,12 @@ def cached_features(enc_cfg: EncoderConfig, captions: list[str], dtype: str = "f
     if not (folder / "manifest.json").is_file() or not _complete(folder):
         log.warning("encoding %d captions with %s into %s (once)", len(captions), enc_cfg.model, folder)
         build_cache(encoder, captions, folder, dtype=dtype, batch_size=batch_size)
-    del encoder
-    return load_cache(folder, expect_key=key, dtype=None)  # kept as stored (fp16): converted per batch
+    try:
+        return load_cache(folder, expect_key=key, dtype=None)  # kept as stored (fp16): converted per batch
+    except LLMDiffError as e:  # a damaged shard: encode it again (the build re-encodes only shards that fail)
+        log.warning("%s; encoding it again", e)
+        build_cache(encoder, captions, folder, dtype=dtype, batch_size=batch_size)
+        return load_cache(folder, expect_key=key, dtype=None)
 
 
 def _complete(folder: Path) -> bool:
@@ -60,27 +63,21 @@ class TrainingData:
 
     @property
     def text_dims(self) -> list[int]:
-        return [f.features.shape[-1] for f in self.features]
+        return [f.text.features.shape[-1] for f in self.features]
 
     @property
     def text_outputs(self) -> list[int]:
-        return [f.features.shape[1] if f.features.dim() == 4 else 1 for f in self.features]
+        return [f.text.features.shape[1] if f.text.features.dim() == 4 else 1 for f in self.features]
 
-    def feature_sample(self, n: int = 2048, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Features and masks of up to `n` captions (the same ones on every rank), for feature statistics."""
+    def feature_sample(self, n: int = 2048, seed: int = 0) -> list[TextInput]:
+        """Cached features of up to `n` captions (the same ones on every rank), for feature statistics."""
         index = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
-        return [f.features[index].float() for f in self.features], [f.mask[index] for f in self.features]
+        return [f.text.select(index).to(dtype=torch.float32) for f in self.features]
 
     def texts(self, index: np.ndarray | torch.Tensor) -> list[TextInput]:
-        """Cached features of some captions, trimmed to the longest of them."""
+        """Cached features of some captions (prompt masks included), trimmed to the positions they use."""
         index = torch.as_tensor(index)
-        out = []
-        for f in self.features:
-            mask = f.mask[index]
-            n = max(1, int(mask.sum(1).max()))
-            feats = f.features[index][..., :n, :]
-            out.append(TextInput(feats.float(), mask[:, :n]))
-        return out
+        return [f.text.select(index).trimmed().to(dtype=torch.float32) for f in self.features]
 
     def images(self, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, R, R, 3) uint8 images for these caption indices."""
@@ -102,35 +99,87 @@ class ShapesTrainingData(TrainingData):
 
     def __init__(self, cfg: ExperimentConfig, caption_set: CaptionSet | None = None):
         self.captions = caption_set or build_caption_set(cfg.data.n_scenes, cfg.data.captions_per_scene,
-                                                         cfg.data.seed, cfg.data.mix)
+                                                         cfg.data.seed, cfg.data.mix, cfg.data.phrasebook)
         super().__init__(cfg, self.captions.captions)
 
     def images(self, index, rng):
         return np.stack([self.captions.render(int(i), rng, self.cfg.data.resolution) for i in index])
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+MAX_IMAGE_SIDE = 8192
+
+
+def _row_problem(root: Path, row) -> tuple[Path | None, str | None, str | None]:
+    """(image file, caption, problem) of one metadata line; the file is opened and fully decoded here, so a
+    truncated or mislabelled image is found before training starts, not at the step that draws it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..encoders.base import check_text
+
+    if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+        return None, None, 'expected {"file_name": ..., "text": ...}'
+    text = row.get("text", row.get("caption"))
+    if not isinstance(text, str):
+        return None, None, "no caption (a \"text\" string)"
+    try:
+        check_text(text, "the caption")
+    except LLMDiffError as e:
+        return None, None, str(e)
+    name = row["file_name"]
+    file = (root / name).resolve()
+    if Path(name).is_absolute() or not file.is_relative_to(root.resolve()):
+        return None, None, f"file_name {name!r} is outside {root}; give a path inside the folder"
+    if not file.is_file():
+        return None, None, f"missing image {name}"
+    try:
+        with Image.open(file) as im:
+            if im.format not in IMAGE_FORMATS:
+                return None, None, f"{name}: unsupported image format {im.format}"
+            if max(im.size) > MAX_IMAGE_SIDE or min(im.size) < 1:
+                return None, None, f"{name}: image size {im.width}x{im.height} outside 1..{MAX_IMAGE_SIDE} px"
+            im.load()
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as e:
+        return None, None, f"{name}: unreadable image ({type(e).__name__}: {str(e)[:80]})"
+    return file, text, None
+
+
 class FolderTrainingData(TrainingData):
     """Your own images and captions: DIR/metadata.jsonl with {"file_name": ..., "text": ...} per line
-    (Hugging Face's imagefolder convention), images resized and centre-cropped to the resolution."""
+    (Hugging Face's imagefolder convention), images resized and centre-cropped to the resolution.
+
+    Every row is checked before any caption is encoded: file names must stay inside DIR, and every
+    image must open and decode completely. Bad rows are listed in one error, or skipped with a
+    warning when ``data.skip_bad`` is set (``llmdiff train --skip-bad``).
+    """
 
     def __init__(self, cfg: ExperimentConfig):
         root = Path(cfg.data.path or "")
         meta = root / "metadata.jsonl"
         if not meta.is_file():
             raise LLMDiffError(f"data.path {root} has no metadata.jsonl (lines of {{\"file_name\": ..., \"text\": ...}})")
-        self.files, captions = [], []
+        self.files, captions, bad = [], [], []
         for n, line in enumerate(meta.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                file, text = root / row["file_name"], row.get("text", row.get("caption"))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise LLMDiffError(f"{meta}:{n}: expected {{\"file_name\": ..., \"text\": ...}}") from None
-            if not isinstance(text, str) or not file.is_file():
-                raise LLMDiffError(f"{meta}:{n}: missing image {file} or caption")
+            except json.JSONDecodeError:
+                row = None
+            file, text, problem = _row_problem(root, row)
+            if problem:
+                bad.append(f"{meta}:{n}: {problem}")
+                continue
             self.files.append(file)
             captions.append(text)
+        if bad and not cfg.data.skip_bad:
+            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise LLMDiffError(f"{len(bad)} bad row(s) in {meta}: {shown}; fix them, or train on the other "
+                               f"{len(captions)} rows with --skip-bad (data.skip_bad=true)")
+        for problem in bad:
+            log.warning("skipped %s", problem)
+        if not captions:
+            raise LLMDiffError(f"{meta} has no usable rows")
         super().__init__(cfg, captions)
 
     def images(self, index, rng):

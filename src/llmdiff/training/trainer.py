@@ -6,25 +6,41 @@ keeps an EMA of the trainable weights, checkpoints atomically, resumes exactly (
 and noise are functions of the step), stops with a message when the loss stops being finite,
 and leaves a run folder:
 
-    RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/
+    RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/  [logs/]
+
+Nothing is written into RUN until the config, the data and the model have been checked, and
+RUN/config.yaml is only ever replaced when it is the run's own (a YAML config of your own in
+that folder is refused, never overwritten).
+
+With ``train.report_to`` (tensorboard or wandb, through accelerate's trackers) the loss, learning rate,
+gradient norm, training throughput and the sample grids are also logged there as the run goes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from ..config import ExperimentConfig, load_config, save_config, to_dict
+from ..config import ExperimentConfig, load_config, to_dict, yaml_text
 from ..diffusion import to_uint8, training_loss
 from ..errors import LLMDiffError
+from ..integrity import folder_lock, remove_temp_folders
 from ..utils import atomic_write_text
-from .checkpoint import export_checkpoint, list_checkpoints, load_checkpoint, load_optimizer, save_checkpoint
+from .checkpoint import (export_checkpoint, last_good_checkpoint, list_checkpoints, load_checkpoint, load_optimizer,
+                         save_checkpoint)
 from .data import cached_features, training_data
+
+log = logging.getLogger(__name__)
+
+# The first line of a run's own config.yaml: what tells it apart from a config file of the user's.
+RUN_CONFIG_HEADER = "# llmdiff run config: written by `llmdiff train`, compared on --resume; edit a copy, not this file\n"
 
 SAMPLE_PROMPTS = [
     "a red circle", "a blue square to the left of a yellow triangle", "three green crosses",
@@ -35,6 +51,74 @@ SAMPLE_PROMPTS = [
 
 class TrainingDiverged(LLMDiffError):
     pass
+
+
+def validation_prompts(tc) -> list[str]:
+    """The sample grid's prompts: ``train.validation_prompts`` (a list, or 8 prompts of a suite spread over its
+    tasks), else SAMPLE_PROMPTS."""
+    v = tc.validation_prompts
+    if not v:
+        return list(SAMPLE_PROMPTS)
+    if isinstance(v, str):
+        from ..shapes.suites import load_suite
+
+        try:
+            entries = load_suite(v)
+        except FileNotFoundError as e:
+            raise LLMDiffError(f"train.validation_prompts: {e}") from None
+        return [e["prompt"] for e in entries[:: max(1, len(entries) // 8)][:8]]
+    return list(v)
+
+
+def check_paths(cfg: ExperimentConfig) -> None:
+    """Every file and folder the config names, checked at once before anything slow starts (the caption cache),
+    and the model folders it names verified against their recorded hashes."""
+    problems = []
+    if cfg.data.world == "folder" and not (Path(cfg.data.path or "") / "metadata.jsonl").is_file():
+        problems.append(f"data.path {cfg.data.path} has no metadata.jsonl")
+    # init: an llmdiff model folder; autoencoder: a diffusers AutoencoderKL folder; base: either kind of U-Net
+    for key, files in (("init", ["model_index.json"]), ("autoencoder", ["config.json"]),
+                       ("base", ["model_index.json", "config.json"])):
+        value = getattr(cfg.model, key)
+        if value and not any((Path(value) / f).is_file() for f in files):
+            problems.append(f"model.{key} {value} is not a model folder (no {' or '.join(files)})")
+    for i, enc in enumerate(cfg.text.encoders):
+        looks_local = enc.model.startswith(("/", ".", "~")) or enc.model.endswith(".gguf")
+        if looks_local and not Path(enc.model).expanduser().exists():
+            problems.append(f"text.encoders[{i}].model {enc.model} does not exist")
+    if problems:
+        raise LLMDiffError("; ".join(problems) + " (relative paths in a config file are relative to its folder)")
+    from ..integrity import verify_model_folder
+
+    for folder in (cfg.model.init, cfg.model.base, cfg.model.autoencoder):
+        if folder:
+            verify_model_folder(folder)
+
+
+def _hparams(cfg: ExperimentConfig) -> dict:
+    """The config as flat scalars (dotted keys), as trackers store hyperparameters."""
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", to_dict(cfg))
+    return out
+
+
+def _tracker(report_to: str) -> str | None:
+    """accelerate's ``log_with`` for train.report_to, after checking its package is installed."""
+    if report_to == "none":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec(report_to) is None:
+        raise LLMDiffError(f"train.report_to={report_to} needs the {report_to} package: pip install 'llmdiff[{report_to}]'")
+    return report_to
 
 
 def lr_at(step: int, cfg) -> float:
@@ -60,30 +144,54 @@ def _same_run(saved: ExperimentConfig, cfg: ExperimentConfig) -> bool:
 
 
 def _read_log(path: Path, before: int) -> list[dict]:
+    """Logged rows of steps before `before`; a line cut short by a kill (or otherwise unreadable) is dropped."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["step"] < before]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] < before:
+            rows.append(row)
+    return rows
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether RUN/config.yaml was written by a run (it starts with our header; older runs: checkpoints or a log
+    next to it) rather than by the user."""
+    with open(path, errors="replace") as f:
+        if f.readline() == RUN_CONFIG_HEADER:
+            return True
+    run = path.parent
+    return bool(list_checkpoints(run / "checkpoints")) or (run / "log.jsonl").is_file()
 
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        check_paths(cfg)
+        self.sample_prompts = validation_prompts(cfg.train)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.acc = Accelerator(cpu=not torch.cuda.is_available())
-        self._prepare_folder(resume)
+        self.acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=_tracker(cfg.train.report_to),
+                               project_config=ProjectConfiguration(self.run_dir, self.run_dir / "logs"))
+        self._check_folder(resume)  # nothing is written into the run folder before data and model are built
         self.data = training_data(cfg)
-        self.sample_texts = [TextInputCache.texts(e, SAMPLE_PROMPTS, cfg) for e in cfg.text.encoders]
+        # the periodic sample grid's prompts go through the same feature cache as the captions
+        self.sample_texts = [cached_features(e, self.sample_prompts, "float32", cfg.text.batch_size).text
+                             for e in cfg.text.encoders]
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         from ..denoisers import build_denoiser
 
         model = build_denoiser(cfg, self.data.text_dims, self.data.text_outputs)
         # a resumed run loads the statistics with the weights, a fine-tuned one keeps its init's
-        if cfg.text.standardize and hasattr(model, "text") and not cfg.model.init:
-            model.text.fit_statistics(*self.data.feature_sample())
+        if cfg.text.standardize and not cfg.model.init:
+            model.fit_text_statistics(self.data.feature_sample())
         self.codec = None
         if cfg.model.autoencoder:
             from ..autoencoder import LatentCodec
@@ -94,31 +202,51 @@ class Trainer:
         self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                      betas=(0.9, cfg.train.adam_beta2))
         self.step, self.history = 0, []
+        self._open_folder()
         if resume:
             self._resume(model)
         self.model, self.opt = self.acc.prepare(model, self.opt)
 
     # --- run folder and resume -----------------------------------------------------------------------
 
-    def _prepare_folder(self, resume: bool) -> None:
+    def _check_folder(self, resume: bool) -> None:
+        """Refuse a run folder this run must not write into; reads only."""
         cfg_path = self.run_dir / "config.yaml"
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise LLMDiffError(f"run folder {self.run_dir} is a file; pass another --run-dir")
+        if cfg_path.is_file() and not _is_run_config(cfg_path):
+            raise LLMDiffError(f"{cfg_path} is not a run's config (a file of yours?); it is never overwritten: "
+                               "use another --run-dir")
+        if cfg_path.is_file() and resume:
+            saved = load_config(cfg_path)
+            if not _same_run(saved, self.cfg):
+                raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
+                                   f"`llmdiff train {cfg_path} --resume` (a larger train.steps extends it) "
+                                   "or use another --run-dir")
+        elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
+            raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
+                               "choose another --run-dir")
+
+    def _open_folder(self) -> None:
+        """Create the run folder, remove what a killed checkpoint write left behind, record the config."""
         if self.acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if cfg_path.is_file() and resume:
-                saved = load_config(cfg_path)
-                if not _same_run(saved, self.cfg):
-                    raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
-                                       f"`llmdiff train {cfg_path} --resume` (a larger train.steps extends it) "
-                                       "or use another --run-dir")
-            elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
-                raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
-                                   "choose another --run-dir")
-            save_config(self.cfg, cfg_path)
+            with self._writing():
+                for stale in remove_temp_folders(self.run_dir / "checkpoints"):
+                    log.warning("removed %s (an interrupted checkpoint write)", stale)
+                atomic_write_text(self.run_dir / "config.yaml", RUN_CONFIG_HEADER + yaml_text(self.cfg))
         self.acc.wait_for_everyone()
+
+    def _writing(self):
+        """The run folder's lock (main process): a second `llmdiff train` into the same folder is refused."""
+        if not self.acc.is_main_process:
+            return contextlib.nullcontext()
+        return folder_lock(self.run_dir, "the run folder")
 
     def _resume(self, model) -> None:
         ckpts = list_checkpoints(self.run_dir / "checkpoints")
-        if not ckpts:
+        if not ckpts:  # killed before its first checkpoint: start again, without the rows it logged
+            if self.acc.is_main_process:
+                atomic_write_text(self.run_dir / "log.jsonl", "")
             return
         ckpt = load_checkpoint(ckpts[-1])
         model.load_state_dict(ckpt["model"])
@@ -134,6 +262,10 @@ class Trainer:
 
     def train(self, stop_after: int | None = None) -> Path | None:
         """Train to cfg.train.steps (or stop after `stop_after` steps, as a kill would); returns the model folder."""
+        with self._writing():
+            return self._train(stop_after)
+
+    def _train(self, stop_after: int | None) -> Path | None:
         from tqdm.auto import tqdm
 
         cfg, tc = self.cfg, self.cfg.train
@@ -141,6 +273,20 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"training {cfg.name}", unit="step",
                    disable=not (self.progress and self.acc.is_main_process))
         log_file = self.run_dir / "log.jsonl"
+        if self.acc.log_with:
+            self.acc.init_trackers(cfg.name, config=_hparams(cfg))
+        try:
+            self._loop(end, bar, log_file)
+        finally:
+            bar.close()
+            if self.acc.log_with:
+                self.acc.end_training()
+        if self.step < tc.steps:
+            return None
+        return self._export()
+
+    def _loop(self, end: int, bar, log_file: Path) -> None:
+        tc = self.cfg.train
         t_last, n_imgs = time.perf_counter(), 0
         while self.step < end:
             x0, texts, gen = self.data.batch(self.step, self.acc.process_index, tc.batch_size, tc.caption_dropout)
@@ -157,10 +303,10 @@ class Trainer:
             grad_norm = self.acc.clip_grad_norm_(list(self.trainable.values()), tc.grad_clip)
             mean_loss = self.acc.gather(loss.detach()[None]).mean().item()
             if not (math.isfinite(mean_loss) and math.isfinite(float(grad_norm))):
-                last = list_checkpoints(self.run_dir / "checkpoints")
+                last = last_good_checkpoint(self.run_dir / "checkpoints")
                 raise TrainingDiverged(
                     f"loss became {mean_loss} (grad norm {float(grad_norm)}) at step {self.step}; "
-                    f"the last good checkpoint is {last[-1] if last else 'none'}; lower train.lr or train.grad_clip "
+                    f"the last good checkpoint is {last or 'none'}; lower train.lr or train.grad_clip "
                     "and resume with --resume")
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
@@ -173,19 +319,19 @@ class Trainer:
                 t_last, n_imgs = time.perf_counter(), 0
                 recent = [r["loss"] for r in self.history[-tc.log_every + 1:]] + [mean_loss]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", img_s=f"{row['img_s']:.0f}")
+                self.acc.log({"train/loss": sum(recent) / len(recent), "train/lr": row["lr"],
+                              "train/grad_norm": row["grad_norm"], "train/images_per_s": row["img_s"]}, step=self.step)
             self.history.append(row)
             if self.acc.is_main_process:
                 with open(log_file, "a") as f:
                     f.write(json.dumps(row) + "\n")
             bar.update(1)
+            paused = time.perf_counter()  # checkpoints and sample grids do not count against the throughput
             if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                 self._checkpoint()
             if tc.sample_every and (self.step % tc.sample_every == 0 or self.step == tc.steps):
                 self._sample_grid()
-        bar.close()
-        if self.step < tc.steps:
-            return None
-        return self._export()
+            t_last += time.perf_counter() - paused
 
     def _update_ema(self) -> None:
         decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
@@ -223,8 +369,23 @@ class Trainer:
                            self.codec.ae if self.codec is not None else None, to_dict(sc))
         pipe.set_progress_bar_config(disable=True)
         imgs = pipe(prompt_embeds=self.sample_texts, generator=torch.Generator().manual_seed(0), output_type="pt").images
-        image_grid(to_uint8(imgs * 2 - 1), SAMPLE_PROMPTS, self.run_dir / "samples" / f"step-{self.step:07d}.png",
-                   title=f"{self.cfg.name}, step {self.step}, guidance {sc.guidance_scale}")
+        path = image_grid(to_uint8(imgs * 2 - 1), self.sample_prompts, self.run_dir / "samples" / f"step-{self.step:07d}.png",
+                          title=f"{self.cfg.name}, step {self.step}, guidance {sc.guidance_scale}")
+        self._log_grid(path)
+
+    def _log_grid(self, path: Path) -> None:
+        """The sample grid to the tracker (TensorBoard's Images tab, or wandb)."""
+        if not self.acc.log_with:
+            return
+        import numpy as np
+        from PIL import Image
+
+        grid = np.asarray(Image.open(path).convert("RGB"))
+        tracker = self.acc.get_tracker(self.cfg.train.report_to)
+        if self.cfg.train.report_to == "tensorboard":
+            tracker.log_images({"samples": grid[None]}, step=self.step, dataformats="NHWC")
+        else:
+            tracker.log_images({"samples": [grid]}, step=self.step)
 
     def _plot_loss(self) -> None:
         from ..viz import loss_curve
@@ -241,17 +402,6 @@ class Trainer:
             self._plot_loss()
         self.acc.wait_for_everyone()
         return out
-
-
-class TextInputCache:
-    """Features of a few fixed prompts (the periodic sample grid), through the same feature cache."""
-
-    @staticmethod
-    def texts(enc_cfg, prompts: list[str], cfg: ExperimentConfig):
-        from ..connectors.conditioner import TextInput
-
-        f = cached_features(enc_cfg, prompts, "float32", cfg.text.batch_size)
-        return TextInput(f.features.float(), f.mask)
 
 
 def train(cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True,

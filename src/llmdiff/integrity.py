@@ -1,0 +1,137 @@
+"""Content hashes of weights, checkpoints and cache shards, and the folder guards every writer shares.
+
+A folder of safetensors records the SHA-256 of each weight file in its JSON (``model_index.json`` of a
+model folder, under ``_sha256``, which diffusers' loader ignores; ``state.json`` of a checkpoint, ``manifest.json`` of a feature cache); loading checks
+them, so flipped bytes or a truncated file are an error instead of a black image or a wrong row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .errors import LLMDiffError
+
+MODEL_INFO = "model_index.json"  # a model folder's index (pipeline layout), which records its hashes
+LOCK_NAME = ".llmdiff.lock"
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weight_hashes(folder: Path | str) -> dict[str, str]:
+    """{relative path: sha256} of every safetensors file under a folder (sub-folders such as vae/ included)."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def verify_hashes(folder: Path | str, recorded: dict[str, str], what: str) -> None:
+    """Every recorded file exists with its recorded hash, else a one-line error naming the first bad file."""
+    folder = Path(folder)
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise LLMDiffError(f"{what} {folder} is incomplete: {name} is missing")
+        if sha256_file(path) != digest:
+            raise LLMDiffError(f"{what} {folder} is damaged: {name} does not match its recorded SHA-256 "
+                               "(flipped bytes or a truncated copy); copy or export it again")
+
+
+def record_model_hashes(folder: Path | str) -> None:
+    """Add the weight files' hashes (denoiser/, vae/, ...) to a model folder's model_index.json."""
+    from .utils import atomic_write_text
+
+    info_path = Path(folder) / MODEL_INFO
+    info = json.loads(info_path.read_text())
+    info["_sha256"] = weight_hashes(folder)
+    atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def verify_model_folder(folder: Path | str) -> None:
+    """Check a model folder's weights against the hashes in its model_index.json (folders without hashes pass)."""
+    info_path = Path(folder) / MODEL_INFO
+    if not info_path.is_file():
+        return
+    try:
+        recorded = json.loads(info_path.read_text()).get("_sha256")
+    except json.JSONDecodeError as e:
+        raise LLMDiffError(f"{info_path} is not valid JSON ({e.msg}); export the model again") from None
+    if recorded:
+        verify_hashes(folder, recorded, "model folder")
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors' contents (names, dtypes, shapes, bytes): what a model computes with."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# --- folder guards ----------------------------------------------------------------------------------
+
+
+def check_writable(path: Path | str, option: str, folder: bool = True) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a file where a folder is needed (or the
+    reverse), a parent that is a file, or a read-only location. Nothing is created."""
+    path = Path(path).expanduser()
+    if path.exists():
+        if folder and not path.is_dir():
+            raise LLMDiffError(f"{option} {path} is a file, not a folder; pass a folder")
+        if not folder and path.is_dir():
+            raise LLMDiffError(f"{option} {path} is a folder; pass a file name")
+        target = path if path.is_dir() else path.parent
+    else:
+        target = path.parent
+        while not target.exists():
+            target = target.parent
+        if not target.is_dir():
+            raise LLMDiffError(f"{option} {path} cannot be created: {target} is a file")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise LLMDiffError(f"{option} {path} is not writable (no write permission in {target})")
+    return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | str, what: str):
+    """Hold an exclusive lock on a folder while writing into it; a second writer gets a one-line error.
+
+    The lock is an OS file lock (flock): it is released when the process ends, even by kill -9.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LLMDiffError(f"another llmdiff process is writing {what} {folder}; wait for it to finish "
+                               "or use another folder") from None
+        yield folder
+    finally:
+        os.close(fd)
+
+
+def remove_temp_folders(folder: Path | str) -> list[Path]:
+    """Delete ``.tmp-*`` folders a killed writer left behind (only ever created under temporary names)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".tmp-*") if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
