@@ -24,7 +24,8 @@ import torch
 from llmdiff.denoisers.lidit import LIDiT, LIDiTBlock
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import run_eval
-from llmdiff.pipelines import generate_suite, load_pipeline
+from llmdiff.evaluation.model_eval import generate_suite
+from llmdiff.pipelines import load_pipeline
 from llmdiff.shapes.suites import load_suite
 from llmdiff.utils import atomic_write_text
 

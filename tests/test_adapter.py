@@ -147,9 +147,7 @@ def test_text_unet_save_load(tmp_path):
 
 @pytest.mark.parametrize("kind", ["TextUNet", "UNet2DConditionModel"])
 def test_build_adapter_around_a_saved_base(tmp_path, kind):
-    from llmdiff.config import load_config
     from llmdiff.denoisers.adapter import build_adapter_model
-
     from llmdiff.model_folder import export_model
 
     b = base()
@@ -157,10 +155,9 @@ def test_build_adapter_around_a_saved_base(tmp_path, kind):
         export_model(b, tmp_path / "base")
     else:  # a Stable Diffusion style unet/ folder
         b.unet.save_pretrained(tmp_path / "base")
-    cfg = load_config(None, ["model.kind=unet_adapter", f"model.base={tmp_path / 'base'}", "text.connector=blockwise"])
-    m = build_adapter_model(cfg, [LLM], [4]).eval()
+    m = build_adapter_model(tmp_path / "base", (LLM,), (4,), connector="blockwise").eval()
     for name, p in b.unet.state_dict().items():
         torch.testing.assert_close(m.unet.state_dict()[name], p)
     assert m.config.sample_size == 16 and not m.unet.conv_in.weight.requires_grad
     with pytest.raises(Exception, match="no trained base U-Net"):
-        build_adapter_model(load_config(None, ["model.kind=unet_adapter", f"model.base={tmp_path / 'none'}"]), [LLM], [4])
+        build_adapter_model(tmp_path / "none", (LLM,), (4,))

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from llmdiff.evaluation.evaluate import run_eval
-from llmdiff.pipelines import generate_suite, load_pipeline
+from llmdiff.evaluation.model_eval import generate_suite
+from llmdiff.pipelines import load_pipeline
 from llmdiff.shapes.suites import load_suite
 
 pytestmark = pytest.mark.integration

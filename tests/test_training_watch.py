@@ -56,7 +56,8 @@ def test_report_to_is_checked(monkeypatch, tmp_path, tiny_cfg):
 def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
     folder = tmp_path / "configs"
     folder.mkdir()
-    (folder / "c.yaml").write_text("data: {world: folder, path: ../data}\nmodel: {kind: unet_adapter, base: base}\n")
+    (folder / "c.yaml").write_text("data: {world: folder, path: ../data}\nmodel: {kind: unet_adapter, base: base}\n"
+                                   "text: {refiner_depth: 0, standardize: false}\n")
     monkeypatch.chdir(tmp_path / "configs")
     cfg = load_config(folder / "c.yaml", ["model.init=runs/x/model"])
     assert cfg.data.path == str(tmp_path / "data")

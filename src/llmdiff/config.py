@@ -207,6 +207,39 @@ class ExperimentConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self):
+        unused = unused_settings(self)
+        if unused:
+            raise LLMDiffError(f"model.kind={self.model.kind} does not use {'; '.join(unused)}")
+
+
+def unused_settings(cfg: ExperimentConfig) -> list[str]:
+    """Settings the model kind would silently drop, each with what to write instead.
+
+    A U-Net reads one encoder's features as they are (no connector, refiner or standardisation); the adapter
+    reads them through its connector, around the frozen base U-Net that `model.base` names.
+    """
+    kind, text, out = cfg.model.kind, cfg.text, []
+    if kind != "lidit":
+        if text.refiner_depth:
+            out.append(f"text.refiner_depth={text.refiner_depth} (the refiner is LI-DiT's; set text.refiner_depth: 0)")
+        if text.refiner_causal:
+            out.append("text.refiner_causal=true (set it false)")
+        if text.standardize:
+            out.append("text.standardize=true (LI-DiT's feature standardisation; set text.standardize: false)")
+        if len(text.encoders) > 1:
+            out.append(f"{len(text.encoders)} encoders (it reads one; list one under text.encoders)")
+    if kind == "unet" and text.connector != "single":
+        out.append(f"text.connector={text.connector} (it reads the encoder's features as they are; set single)")
+    if kind == "unet_adapter":
+        if not cfg.model.base:
+            out.append("a model without model.base (name the frozen base U-Net, e.g. models/shapes-unet-base)")
+        if cfg.model.preset != ModelConfig.preset or cfg.model.overrides:
+            out.append("model.preset / model.overrides (the base U-Net's layout is used; remove them)")
+    elif cfg.model.base:
+        out.append(f"model.base={cfg.model.base} (only model.kind=unet_adapter has a frozen base; remove it)")
+    return out
+
 
 # --- building configs from plain data -------------------------------------------------------------
 

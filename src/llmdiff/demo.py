@@ -27,7 +27,8 @@ def demo_entries(full: bool = False) -> list[dict]:
 
 def run_demo(out: Path, model: Path, images_per_prompt: int = 4, seed: int = 0, full: bool = False) -> dict:
     from .evaluation.evaluate import markdown_summary, run_eval
-    from .pipelines import generate_suite, load_pipeline
+    from .evaluation.model_eval import generate_suite
+    from .pipelines import load_pipeline
     from .viz import image_grid
 
     entries = demo_entries(full)

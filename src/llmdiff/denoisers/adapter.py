@@ -303,17 +303,16 @@ def load_base_unet(path: Path | str):
     raise LLMDiffError(f"{path} holds a {kind!r}; the adapter needs a UNet2DConditionModel or a TextUNet")
 
 
-def build_adapter_model(cfg, text_dims: list[int], text_outputs: list[int]) -> AdaptedUNet:
-    """A new adapter around the frozen base named by ``model.base``."""
-    from ..config import to_dict
-
-    if not cfg.model.base:
+def build_adapter_model(base_path: Path | str | None, text_dims: tuple[int, ...], text_outputs: tuple[int, ...],
+                        connector: str = "blockwise", objective: str = "flow", encoders: tuple[dict, ...] = ()) -> AdaptedUNet:
+    """A new adapter around the frozen base U-Net in `base_path` (a TextUNet model folder or a diffusers
+    UNet2DConditionModel folder), with the base's weights loaded and frozen."""
+    if not base_path:
         raise LLMDiffError("model.base must name the trained base U-Net folder (e.g. models/shapes-unet-base)")
-    base = load_base_unet(cfg.model.base)
-    model = AdaptedUNet(base_config=dict(base.config), base_path=str(cfg.model.base), text_dims=tuple(text_dims),
-                        text_outputs=tuple(text_outputs), connector=cfg.text.connector,
-                        sample_size=base.config.sample_size, in_channels=base.config.in_channels,
-                        objective=cfg.train.objective, encoders=tuple(to_dict(e) for e in cfg.text.encoders))
+    base = load_base_unet(base_path)
+    model = AdaptedUNet(base_config=dict(base.config), base_path=str(base_path), text_dims=tuple(text_dims),
+                        text_outputs=tuple(text_outputs), connector=connector, sample_size=base.config.sample_size,
+                        in_channels=base.config.in_channels, objective=objective, encoders=tuple(encoders))
     result = model.unet.load_state_dict(base.state_dict(), strict=False)
     if result.unexpected_keys or any(not k.startswith(tuple(cross_attentions(model.unet))) for k in result.missing_keys):
         raise LLMDiffError(f"base U-Net weights do not fit: {(result.unexpected_keys or result.missing_keys)[:3]}")

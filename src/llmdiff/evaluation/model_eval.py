@@ -1,9 +1,12 @@
-"""Generate a model's images for prompt suites and score them: the measurement behind every report."""
+"""Generate a model's images for prompt suites (GenEval's folder layout) and score them: the measurement behind
+every report."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 from ..utils import atomic_write_text
 from .evaluate import run_eval
@@ -13,7 +16,7 @@ def evaluate_model(model_dir: Path | str, out: Path | str, suites=("geneval",), 
                    seed: int = 0, guidance_scale: float | None = None, num_inference_steps: int | None = None,
                    pipe=None, progress: bool = True) -> dict:
     """OUT/<suite>/images (GenEval layout) and OUT/<suite>/eval (reports); returns {suite: summary}."""
-    from ..pipelines import generate_suite, load_pipeline
+    from ..pipelines import load_pipeline
     from ..shapes.suites import load_suite
 
     out = Path(out)
@@ -26,3 +29,43 @@ def evaluate_model(model_dir: Path | str, out: Path | str, suites=("geneval",), 
     atomic_write_text(out / "summaries.json", json.dumps(summaries, indent=2) + "\n")
     return summaries
 
+
+@torch.no_grad()
+def generate_suite(pipe, entries: list[dict], out: Path | str, images_per_prompt: int = 4,
+                   seed: int = 0, guidance_scale: float | None = None, num_inference_steps: int | None = None,
+                   prompts_per_batch: int = 16, progress: bool = True, overwrite: bool = False) -> Path:
+    """Images for every entry in GenEval's folder layout; prompts already complete are skipped (resumable)
+    when the folder's record says the same model and settings made them, else refused (or replaced: overwrite)."""
+    from ..integrity import folder_lock
+    from .layout import claim_output, generation_record
+
+    out = Path(out)
+    guidance_scale = pipe.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale
+    steps = num_inference_steps or pipe.sample_config["steps"]
+    with folder_lock(out, "images into"):
+        claim_output(out, generation_record(pipe, entries, seed, steps, guidance_scale), overwrite)
+        _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
+                          progress)
+    return out
+
+
+def _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
+                      progress) -> None:
+    from tqdm.auto import tqdm
+
+    from ..diffusion import to_uint8
+    from ..pipelines import generators_for, image_seed
+    from .layout import write_prompt_folder
+
+    todo = [i for i, _ in enumerate(entries)
+            if len(list((out / f"{i:05d}" / "samples").glob("*.png"))) < images_per_prompt]
+    pipe.set_progress_bar_config(disable=True)
+    for s in tqdm(range(0, len(todo), prompts_per_batch), desc="generating", unit="batch", disable=not progress):
+        chunk = todo[s:s + prompts_per_batch]
+        gens = generators_for([image_seed(seed, i, k) for i in chunk for k in range(images_per_prompt)])
+        x = pipe([entries[i]["prompt"] for i in chunk], num_images_per_prompt=images_per_prompt,
+                 guidance_scale=guidance_scale, num_inference_steps=steps, generator=gens,
+                 output_type="pt").images
+        arrays = to_uint8(x * 2 - 1)
+        for j, i in enumerate(chunk):
+            write_prompt_folder(out, i, entries[i], arrays[j * images_per_prompt:(j + 1) * images_per_prompt])

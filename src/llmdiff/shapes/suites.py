@@ -163,7 +163,7 @@ def build_suite(name: str) -> list[dict]:
 
 
 def suite_path(name: str) -> Path:
-    return Path(str(resources.files("llmdiff.shapes").joinpath("suites", f"{name}.jsonl")))
+    return Path(str(resources.files("llmdiff.shapes").joinpath("suite_prompts", f"{name}.jsonl")))
 
 
 def load_suite(name_or_path: str) -> list[dict]:

@@ -186,7 +186,7 @@ class Trainer:
         self.sample_texts = [cached_features(e, self.sample_prompts, "float32", cfg.text.batch_size).text
                              for e in cfg.text.encoders]
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-        from ..denoisers import build_denoiser
+        from .build import build_denoiser
 
         model = build_denoiser(cfg, self.data.text_dims, self.data.text_outputs)
         # a resumed run loads the statistics with the weights, a fine-tuned one keeps its init's
