@@ -100,6 +100,22 @@ def test_a_model_folder_with_custom_code_is_refused_and_its_code_never_runs(tmp_
     assert not marker.exists() and not (tmp_path / "c").exists()
 
 
+def test_running_a_models_own_code_is_an_opt_in_of_the_user_only(tmp_path, capsys, monkeypatch):
+    from llmdiff.encoders import EncoderConfig, load_encoder
+
+    marker = tmp_path / "RAN"
+    folder = _custom_code_folder(tmp_path, marker)
+    (tmp_path / "caps.txt").write_text("a red circle\n")
+    assert main(["encode", "--encoder", str(folder), "--captions", str(tmp_path / "caps.txt"), "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "set LLMDIFF_TRUST_REMOTE_CODE=1" in capsys.readouterr().err  # the message says how to opt in
+    assert not marker.exists()
+    monkeypatch.setenv("LLMDIFF_TRUST_REMOTE_CODE", "1")
+    with pytest.raises(Exception):  # the folder's code runs, then its model (which it does not define) fails
+        load_encoder(EncoderConfig(model=str(folder)))
+    assert marker.read_text() == "ran"
+
+
 # --- 3. folder datasets stay in their folder ---------------------------------------------------------
 
 
@@ -285,6 +301,14 @@ def test_two_writers_to_one_cache_or_output_folder_are_impossible(encoder, tmp_p
     with folder_lock(tmp_path / "run", "the run folder"):
         with pytest.raises(LLMDiffError, match="another llmdiff process is writing the run folder"):
             train(tiny_cfg("train.steps=2"), tmp_path / "run", progress=False)
+    from llmdiff.evaluation.evaluate import run_eval
+
+    gt = tmp_path / "gt"
+    assert main(["shapes", "gt", "--suite", "geneval", "--out", str(gt), "--images-per-prompt", "1"]) == 0
+    with folder_lock(tmp_path / "report", "a report into"):
+        with pytest.raises(LLMDiffError, match="another llmdiff process is writing a report into"):
+            run_eval(gt, tmp_path / "report", progress=False, plots=False)
+    assert not (tmp_path / "report" / "summary.json").exists()
 
 
 # --- properties over random prompts and overrides -----------------------------------------------------

@@ -135,9 +135,22 @@ def resolve_model(name: str) -> ResolvedModel:
     raise LLMDiffError(f"unknown model {name!r}; {known_models_help()}")
 
 
+TRUST_REMOTE_CODE_ENV = "LLMDIFF_TRUST_REMOTE_CODE"
+
+
+def trust_remote_code() -> bool:
+    """The user's opt-in to run Python code that ships with a prompt-encoder model (``auto_map``): the
+    environment variable LLMDIFF_TRUST_REMOTE_CODE=1 of this process, never a setting read from a file (a model
+    folder or config someone else wrote cannot switch it on)."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV) == "1"
+
+
 def refuse_custom_code(folder: Path) -> None:
-    """llmdiff never runs code shipped with a model: a folder whose configs name their own Python classes
-    (``auto_map``) is refused. Loading also passes ``trust_remote_code=False``, so transformers refuses too."""
+    """llmdiff does not run code shipped with a model: a folder whose configs name their own Python classes
+    (``auto_map``) is refused unless the user opted in (``trust_remote_code()``). Loading passes the same
+    ``trust_remote_code`` to transformers, so without the opt-in transformers refuses too."""
+    if trust_remote_code():
+        return
     for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
         path = folder / name
         if not path.is_file():
@@ -148,7 +161,8 @@ def refuse_custom_code(folder: Path) -> None:
             raise LLMDiffError(f"{path} is not valid JSON ({e})") from None
         if isinstance(data, dict) and data.get("auto_map"):
             raise LLMDiffError(f"{path} asks to run custom code ({', '.join(map(str, data['auto_map']))}); "
-                               "llmdiff only loads models that transformers implements itself")
+                               "llmdiff only loads models that transformers implements itself (to run that code, "
+                               f"which you should read first, set {TRUST_REMOTE_CODE_ENV}=1)")
 
 
 def _hub_revision(repo_id: str) -> str:
@@ -225,16 +239,17 @@ def load_pretrained(name: str, dtype: str = "float32", depth=None):
     from transformers.utils import logging as hf_logging
 
     resolved = resolve_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code())
     kept = {}
     if depth is not None:
-        n_blocks = AutoConfig.from_pretrained(resolved.path, trust_remote_code=False).num_hidden_layers
+        n_blocks = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code()).num_hidden_layers
         if 0 < depth(n_blocks) < n_blocks:
             kept = {"num_hidden_layers": depth(n_blocks)}
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report would list every block left out as "unexpected"
     try:
-        model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype), trust_remote_code=False, **kept)
+        model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code(),
+                                          **kept)
     finally:
         hf_logging.set_verbosity(level)
     if kept:
@@ -246,7 +261,7 @@ def is_causal_lm(path: str) -> bool:
     from transformers import AutoConfig
 
     try:
-        cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code())
     except (ValueError, KeyError) as e:  # an unknown model_type, or a config transformers cannot read
         raise LLMDiffError(f"{path} is not a model transformers can load ({str(e).splitlines()[0][:160]})") from None
     return any(a.endswith("ForCausalLM") for a in (cfg.architectures or [])) or cfg.model_type in (

@@ -118,11 +118,13 @@ def run_eval(images: Path, out: Path | None = None, threshold: float = DEFAULT_T
     results = evaluate_layout(layout, threshold, progress)
     summary = summarize(results, layout.errors)
     summary["producer"] = read_record(images)
+    from ..integrity import folder_lock
+
     out = Path(out) if out else Path(images) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "summary.md", markdown_summary(summary, f"Evaluation of {images}"))
-    if plots:
-        plot_summary(summary, out)
+    with folder_lock(out, "a report into"):  # one writer: the report's files all come from one evaluation
+        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "summary.md", markdown_summary(summary, f"Evaluation of {images}"))
+        if plots:
+            plot_summary(summary, out)
     return summary

@@ -232,10 +232,17 @@ def summarize(result: dict) -> dict:
 
 def write_probe(results: dict[str, dict], out: Path | str) -> Path:
     """probe.json, probe.md (one table per model) and probe.png for {model name: text_sensitivity result}."""
-    from ..viz import probe_plot
+    from ..integrity import folder_lock
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "a probe report into"):
+        _write_probe(results, out)
+    return out
+
+
+def _write_probe(results: dict[str, dict], out: Path) -> None:
+    from ..viz import probe_plot
+
     summaries = {name: summarize(r) for name, r in results.items()}
     atomic_write_text(out / "probe.json", json.dumps({"results": results, "summary": summaries}, indent=2) + "\n")
     lines = ["# Text-sensitivity probe", "",
@@ -257,7 +264,6 @@ def write_probe(results: dict[str, dict], out: Path | str) -> Path:
         lines.append("")
     atomic_write_text(out / "probe.md", "\n".join(lines))
     probe_plot(summaries, list(NOISE_LEVELS), out / "probe.png")
-    return out
 
 
 def probe_models(models: list[str], out: Path | str, n_images: int = 4, seed: int = 0) -> Path:
