@@ -108,10 +108,9 @@ def run_generate(args, default_model: Path) -> None:
         return
     if not args.from_png:
         seeds = [[image_seed(args.seed, i, k) for k in range(args.images_per_prompt)] for i in range(len(prompts))]
-    settings = {"negative_prompt": args.negative_prompt or "", "num_inference_steps": args.steps or
-                pipe.sample_config["steps"], "guidance_scale": pipe.sample_config["guidance_scale"]
-                if args.guidance_scale is None else args.guidance_scale,
-                "scheduler": pipe.sample_config["scheduler"], "model": str(model)}
+    steps, guidance_scale = pipe.sampling(args.steps, args.guidance_scale)
+    settings = {"negative_prompt": args.negative_prompt or "", "num_inference_steps": steps,
+                "guidance_scale": guidance_scale, "scheduler": pipe.sample_config["scheduler"], "model": str(model)}
     flat = [(i, s) for i, row in enumerate(seeds) for s in row]
     paths = output_paths(Path(args.out), flat)
     if not args.overwrite:

@@ -106,6 +106,13 @@ class TextToImage:
         pipe.use_scheduler(scheduler)
         return pipe.to(dtype=torch_dtype) if torch_dtype is not None else pipe
 
+    def sampling(self, num_inference_steps: int | None = None, guidance_scale: float | None = None
+                 ) -> tuple[int, float]:
+        """(steps, guidance scale): the ones given, else the model's ``sample_config`` (the one place defaults
+        live)."""
+        steps = num_inference_steps or self.sample_config["steps"]
+        return steps, self.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale
+
     def use_scheduler(self, kind: str | None) -> None:
         """Sample with another scheduler kind (default, flow_euler, dpm_solver, ddim); None keeps the saved one."""
         if kind is not None and kind != self.sample_config["scheduler"]:
@@ -303,8 +310,7 @@ class TextToImage:
         bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if bad:
             raise LLMDiffError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {bad}")
-        steps = num_inference_steps or self.sample_config["steps"]
-        guidance_scale = self.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale
+        steps, guidance_scale = self.sampling(num_inference_steps, guidance_scale)
         texts, uncond = self.encode_prompt(prompt, negative_prompt, guidance_scale != 1.0, num_images_per_prompt,
                                            prompt_embeds, negative_prompt_embeds)
         noise = self.prepare_latents(texts[0].features.shape[0], generator, latents)

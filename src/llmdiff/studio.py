@@ -138,8 +138,8 @@ class Studio:
             raise LLMDiffError("no seeds given")
         with self._lock:
             pipe = self.pipeline(model)
-            steps = int(steps or pipe.sample_config["steps"])
-            guidance_scale = float(pipe.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale)
+            steps, guidance_scale = pipe.sampling(int(steps) if steps else None, guidance_scale)
+            guidance_scale = float(guidance_scale)
             if steps < 1:
                 raise LLMDiffError(f"steps must be at least 1, got {steps}")
             return [self._one(pipe, model, prompt, int(s), steps, guidance_scale, attention, kwargs) for s in seeds]

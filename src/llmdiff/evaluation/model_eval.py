@@ -40,8 +40,7 @@ def generate_suite(pipe, entries: list[dict], out: Path | str, images_per_prompt
     from .layout import claim_output, generation_record
 
     out = Path(out)
-    guidance_scale = pipe.sample_config["guidance_scale"] if guidance_scale is None else guidance_scale
-    steps = num_inference_steps or pipe.sample_config["steps"]
+    steps, guidance_scale = pipe.sampling(num_inference_steps, guidance_scale)
     with folder_lock(out, "images into"):
         claim_output(out, generation_record(pipe, entries, seed, steps, guidance_scale), overwrite)
         _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scale, steps, prompts_per_batch,
