@@ -74,7 +74,12 @@ def test_resume_continues_exactly(tmp_path, tiny_cfg):
     train(cfg, tmp_path / "straight", progress=False)
     assert train(cfg, tmp_path / "killed", progress=False, stop_after=7) is None  # killed after step 7
     assert len(losses(tmp_path / "killed")) == 7
+    def state(step):
+        return json.loads((tmp_path / "killed" / "checkpoints" / f"step-{step:07d}" / "state.json").read_text())
+
+    first_segment = state(6)["train_seconds"]
     train(cfg, tmp_path / "killed", resume=True, progress=False)  # resumes from the step-6 checkpoint
+    assert state(12)["train_seconds"] > first_segment > 0  # training time adds up over the resumed processes
     assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
     a = (tmp_path / "straight" / "model" / "denoiser" / "diffusion_pytorch_model.safetensors").read_bytes()
     b = (tmp_path / "killed" / "model" / "denoiser" / "diffusion_pytorch_model.safetensors").read_bytes()

@@ -97,8 +97,9 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
             summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
                                        progress=progress)
             steps = cfg.train.steps
-            if (model / "training.json").is_file():  # a shipped model records how long it trained
-                steps = json.loads((model / "training.json").read_text()).get("steps", steps)
+            if (model / "training.json").is_file():  # the model records how long it trained (over resumes too)
+                info = json.loads((model / "training.json").read_text())
+                steps, minutes = info.get("steps", steps), info.get("train_minutes", minutes)
             atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
                                                 "train_minutes": None if shipped else round(minutes, 1),
                                                 "summaries": summaries}) + "\n")

@@ -138,6 +138,7 @@ def export_checkpoint(ckpt: Path, out: Path) -> Path:
 
         vae = AutoencoderKL.from_pretrained(cfg["model"]["autoencoder"])
     training = {"name": cfg.get("name"), "steps": run["step"], "processes": run.get("processes", 1),
+                "train_minutes": round(run.get("train_seconds", 0.0) / 60, 1),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                 "data": cfg.get("data"), "text": cfg.get("text")}

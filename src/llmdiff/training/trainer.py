@@ -202,6 +202,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                      betas=(0.9, cfg.train.adam_beta2))
         self.step, self.history = 0, []
+        self.seconds_before = 0.0  # wall seconds spent training in the earlier processes of a resumed run
         self._open_folder()
         if resume:
             self._resume(model)
@@ -254,6 +255,7 @@ class Trainer:
             self.ema = {n: ckpt["ema"][n] for n in self.ema}
         load_optimizer(self.opt, ckpt["optimizer"], ckpt["state"]["optimizer"])
         self.step = ckpt["state"]["step"]
+        self.seconds_before = ckpt["state"].get("train_seconds", 0.0)
         self.history = _read_log(self.run_dir / "log.jsonl", self.step)
         if self.acc.is_main_process:  # forget what a killed run logged after its last checkpoint
             atomic_write_text(self.run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
@@ -287,6 +289,7 @@ class Trainer:
 
     def _loop(self, end: int, bar, log_file: Path) -> None:
         tc = self.cfg.train
+        self.loop_started = time.perf_counter()
         t_last, n_imgs = time.perf_counter(), 0
         while self.step < end:
             x0, texts, gen = self.data.batch(self.step, self.acc.process_index, tc.batch_size, tc.caption_dropout)
@@ -343,7 +346,8 @@ class Trainer:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir / "checkpoints", self.step, self.acc.unwrap_model(self.model), self.ema,
-                            self.opt, {"config": to_dict(self.cfg), "processes": self.acc.num_processes},
+                            self.opt, {"config": to_dict(self.cfg), "processes": self.acc.num_processes,
+                                       "train_seconds": self.seconds_before + time.perf_counter() - self.loop_started},
                             keep=self.cfg.train.keep_checkpoints)
             self._plot_loss()
         self.acc.wait_for_everyone()
