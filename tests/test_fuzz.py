@@ -127,6 +127,8 @@ def cases() -> list[tuple[str, list[str]]]:
            ["generate", "a", "--model", "{model}", "--out", "{foreign_png}"],
            ["generate", "--from-png", "{file}", "--model", "{model}"],
            ["generate", "--from-png", "{foreign_png}", "--model", "{model}"],
+           *[["generate", "--from-png", f"{{{name}}}", "--out", "{tmp}/x.png"]
+             for name in ("nan_png", "huge_steps_png", "text_seed_png")],
            ["generate", "--prompts", "{suite}", "--negative-prompt", "red", "--model", "{model}", "--out", "{tmp}/g"],
            ["generate", "a", "--model", "{model}", "--device", "tpu:7"],
            ["generate", "a", "--model", "{model}", "--device", "cuda:0"],
@@ -278,6 +280,17 @@ def fx(tmp_path_factory):
 
     Image.new("RGB", (8, 8)).save(fix / "foreign.png")  # a PNG of the user's: no llmdiff metadata
     f["foreign_png"] = str(fix / "foreign.png")
+    from PIL.PngImagePlugin import PngInfo
+
+    good = {"prompt": "a red circle", "seed": 0, "negative_prompt": "", "num_inference_steps": 2,
+            "guidance_scale": 2.0, "scheduler": "default", "model": f["model"]}
+    crafted = {"nan_png": {"guidance_scale": float("nan")}, "huge_steps_png": {"num_inference_steps": 10**8},
+               "text_seed_png": {"seed": "zero"}}  # metadata `llmdiff generate` never writes
+    for name, change in crafted.items():
+        info = PngInfo()
+        info.add_text("llmdiff", json.dumps({**good, **change}))
+        Image.new("RGB", (8, 8)).save(fix / f"{name}.png", pnginfo=info)
+        f[name] = str(fix / f"{name}.png")
     f["model2"] = str(train(tiny_cfg("train.steps=3", "train.seed=1"), root / "run2", progress=False))
     weights = "denoiser/diffusion_pytorch_model.safetensors"
     for name in ("flipped_model", "truncated_model"):
