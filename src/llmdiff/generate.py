@@ -51,12 +51,12 @@ def png_metadata(path: Path | str) -> dict:
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     valid = (isinstance(meta["prompt"], str) and isinstance(meta["negative_prompt"], str)
              and isinstance(meta["model"], str) and isinstance(meta["scheduler"], str)
-             and isinstance(meta["seed"], int) and 0 <= meta["seed"] < 2**32
+             and isinstance(meta["seed"], int) and 0 <= meta["seed"] < 2**64
              and isinstance(meta["num_inference_steps"], int) and 1 <= meta["num_inference_steps"] <= 1000
              and number(meta["guidance_scale"]) and 0 <= meta["guidance_scale"] <= 100)  # NaN fails both
     if not valid:
         raise LLMDiffError(f"{path}: its llmdiff metadata holds values `llmdiff generate` would not write "
-                           "(steps 1-1000, guidance 0-100, a 32-bit seed, text fields)")
+                           "(steps 1-1000, guidance 0-100, a seed in [0, 2**64), text fields)")
     return meta
 
 
