@@ -231,9 +231,7 @@ def unused_settings(cfg: ExperimentConfig) -> list[str]:
             out.append(f"{len(text.encoders)} encoders (it reads one; list one under text.encoders)")
     if kind == "unet" and text.connector != "single":
         out.append(f"text.connector={text.connector} (it reads the encoder's features as they are; set single)")
-    if kind == "unet_adapter":
-        if not cfg.model.base:
-            out.append("a model without model.base (name the frozen base U-Net, e.g. models/shapes-unet-base)")
+    if kind == "unet_adapter":  # (ModelConfig already requires its model.base)
         if cfg.model.preset != ModelConfig.preset or cfg.model.overrides:
             out.append("model.preset / model.overrides (the base U-Net's layout is used; remove them)")
     elif cfg.model.base:
