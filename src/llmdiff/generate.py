@@ -104,7 +104,7 @@ def run_generate(args, default_model: Path) -> None:
     check_device(args.device)
     check_writable(args.out, "--out", folder=suite or not args.out.endswith(".png"))
     from .evaluation.model_eval import generate_suite
-    from .pipelines import image_seed, load_pipeline
+    from .pipelines import generators_for, image_seed, load_pipeline
 
     model = Path(args.model) if args.model else default_model
     pipe = load_pipeline(model, scheduler=args.scheduler, device=args.device, torch_dtype=getattr(torch, args.dtype))
@@ -130,7 +130,7 @@ def run_generate(args, default_model: Path) -> None:
         chunk = flat[start:start + args.batch_size]
         images += pipe([prompts[i] for i, _ in chunk], negative_prompt=settings["negative_prompt"] or None,
                        num_inference_steps=settings["num_inference_steps"], guidance_scale=settings["guidance_scale"],
-                       generator=[torch.Generator().manual_seed(s) for _, s in chunk]).images
+                       generator=generators_for([s for _, s in chunk])).images
     for (i, seed), image, path in zip(flat, images, paths):
         save_png(image, path, {"prompt": prompts[i], "seed": seed, **settings}, args.display_size)
     if len(images) > 1:
