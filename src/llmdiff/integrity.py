@@ -64,10 +64,10 @@ def verify_model_folder(folder: Path | str) -> None:
     info_path = Path(folder) / MODEL_INFO
     if not info_path.is_file():
         return
-    try:
-        recorded = json.loads(info_path.read_text()).get("_sha256")
-    except json.JSONDecodeError as e:
-        raise LLMDiffError(f"{info_path} is not valid JSON ({e.msg}); export the model again") from None
+    from .utils import read_json
+
+    info = read_json(info_path)
+    recorded = info.get("_sha256") if isinstance(info, dict) else None
     if recorded:
         verify_hashes(folder, recorded, "model folder")
 

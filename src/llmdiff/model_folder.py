@@ -42,10 +42,10 @@ def read_model_index(path: Path | str, verify: bool = False) -> dict:
             raise LLMDiffError(f"{path} is missing its {name}/ folder (model_index.json names one)")
     if (info.get("vae") or [None, None])[1] and not (path / "vae").is_dir():
         raise LLMDiffError(f"{path} is missing its vae/ folder (model_index.json names one)")
-    if verify:
-        from .integrity import verify_model_folder
+    if verify and info.get("_sha256"):
+        from .integrity import verify_hashes
 
-        verify_model_folder(path)
+        verify_hashes(path, info["_sha256"], "model folder")
     return info
 
 
