@@ -42,7 +42,7 @@ def _ablate(model: LIDiT, condition: str) -> list:
         return args, {**kwargs, "key_mask": mask}
 
     if condition == "no-cross":
-        return [b.cross_attn.register_forward_pre_hook(null_only, with_kwargs=True)
+        return [(b.joint_attn if b.joint else b.cross_attn).register_forward_pre_hook(null_only, with_kwargs=True)
                 for b in model.modules() if isinstance(b, LIDiTBlock)]
     return []
 

@@ -7,6 +7,7 @@ from llmdiff.connectors.refiner import RefinerBlock, TokenRefiner
 from llmdiff.denoisers.lidit import LIDiT, PRESETS, build_lidit
 from llmdiff.diffusion import empty_like, make_scheduler, sample, training_loss
 from llmdiff.encoders import TextInput
+from llmdiff.errors import LLMDiffError
 from llmdiff.layers import attention
 
 
@@ -124,9 +125,11 @@ def test_layer_mix_and_blockwise_connectors():
     assert bw.g.grad is not None and bw.rho.grad is not None
 
 
-# the pixel-space levers: hourglass (outer blocks around merged tokens), Mix-FFN, U-ViT long skips
+# the pixel-space levers: hourglass (outer blocks around merged tokens), Mix-FFN, U-ViT long skips, joint attention
 VARIANTS = [{}, {"ffn": "mixffn"}, {"long_skips": True, "depth": 4},
-            {"outer_depth": 2, "outer_width": 16, "ffn": "mixffn", "long_skips": True, "patch_size": 2}]
+            {"outer_depth": 2, "outer_width": 16, "ffn": "mixffn", "long_skips": True, "patch_size": 2},
+            {"text_attention": "joint"},
+            {"outer_depth": 2, "outer_width": 16, "patch_size": 2, "text_attention": "joint"}]
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
@@ -293,6 +296,25 @@ def test_fused_self_attention_projection_equals_separate_projections():
     fused = attn(x)  # self-attention: one matmul for q, k, v
     separate = attn(x, context=x.clone())  # the cross-attention path with the same tokens
     torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-5)
+
+
+def test_joint_attention_is_one_softmax_over_image_and_valid_text_tokens():
+    from llmdiff.layers import JointAttention, attention
+
+    torch.manual_seed(0)
+    attn, x, ctx = JointAttention(16, 2, context_dim=8), torch.randn(2, 5, 16), torch.randn(2, 3, 8)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    out = attn(x, context=ctx, key_mask=mask)
+    # the same attention written out: keys and values of the image (its own projection) and the text (the
+    # text's projection), one softmax, masked text keys left out
+    q = attn.q_norm(attn.q(x).view(2, 5, 2, 8)).transpose(1, 2)
+    for i, n_text in enumerate((3, 1)):
+        kv = torch.cat([attn.kv(x[i]), attn.context_kv(ctx[i, :n_text])]).view(-1, 2, 2, 8)
+        k, v = attn.k_norm(kv[:, 0]).transpose(0, 1), kv[:, 1].transpose(0, 1)
+        ref = attn.out(attention(q[i:i + 1], k[None], v[None]).transpose(1, 2).reshape(1, 5, 16))
+        torch.testing.assert_close(out[i:i + 1], ref, atol=1e-6, rtol=1e-5)
+    with pytest.raises(LLMDiffError, match="unknown text_attention"):
+        tiny(text_attention="mmdit")
 
 
 @pytest.mark.parametrize("objective, level", [("flow", torch.tensor([0.1, 0.5, 0.9])),

@@ -327,3 +327,30 @@ def test_probe_attention_is_a_distribution_over_the_valid_text_tokens():
     rec.remove()
     h.cross_attn(x, context=ctx, key_mask=mask)
     assert rec.pop() == {} and out.shape == x.shape
+
+
+def test_probe_attention_of_a_joint_attention_is_the_text_share_of_its_softmax():
+    from llmdiff.evaluation.probe import AttentionRecorder
+    from llmdiff.layers import JointAttention
+
+    torch.manual_seed(0)
+    x, ctx = torch.randn(2, 5, 16), torch.randn(2, 4, 16)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.joint_attn = JointAttention(16, 2)
+
+    h = Holder()
+    rec = AttentionRecorder(h, per_position=True)
+    h.joint_attn(x, context=ctx, key_mask=mask)
+    probs = rec.pop()["joint_attn"]  # (B, N, M): per image position, the share of each text token
+    assert probs.shape == (2, 5, 4) and (probs[1, :, 2:] == 0).all()
+    a = h.joint_attn
+    q, kv, full = a.projections(x, ctx, mask)
+    k = a.k_norm(kv.view(2, 9, 2, 2, 8)[:, :, 0]).transpose(1, 2)
+    scores = a.q_norm(q.view(2, 5, 2, 8)).transpose(1, 2) @ k.transpose(-1, -2) / 8 ** 0.5
+    ref = scores.masked_fill(~full[:, None, None], float("-inf")).softmax(-1)[..., 5:].mean(1)
+    torch.testing.assert_close(probs, ref)
+    assert (probs.sum(-1) < 1).all()  # the image tokens take the rest

@@ -49,19 +49,47 @@ class MultiHeadAttention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
 
     def forward(self, x, context=None, key_mask=None, causal: bool = False):
-        b, n, d = x.shape
         context = x if context is None else context
         # QK-RMSNorm before the heads are moved to dim 1, while the tensors are still contiguous (~2x cheaper)
-        if context is x:  # self-attention: one matmul for q, k and v (the weights stay two modules)
-            qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
-            q, kv = qkv.split([d, 2 * d], -1)
-        else:
-            q, kv = self.q(x), self.kv(context)
+        q, kv = self._self_qkv(x) if context is x else (self.q(x), self.kv(context))
+        return self._attend(q, kv, key_mask, causal)
+
+    def _self_qkv(self, x):
+        """q (B, N, D) and kv (B, N, 2D) of self-attention in one matmul (the weights stay two modules)."""
+        qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
+        return qkv.split([x.shape[-1], 2 * x.shape[-1]], -1)
+
+    def _attend(self, q, kv, key_mask=None, causal: bool = False):
+        """q (B, N, D) and kv (B, M, 2D) projections -> attention output (B, N, D)."""
+        b, n, d = q.shape
         q = self.q_norm(q.view(b, n, self.heads, -1)).transpose(1, 2)  # (B, H, N, d_h)
-        kv = kv.view(b, context.shape[1], 2, self.heads, -1)  # (B, M, 2, H, d_h)
+        kv = kv.view(b, kv.shape[1], 2, self.heads, -1)  # (B, M, 2, H, d_h)
         k, v = self.k_norm(kv[:, :, 0]).transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, H, M, d_h)
         out = attention(q, k, v, key_mask, causal)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class JointAttention(MultiHeadAttention):
+    """Self-attention whose keys and values also hold the text tokens, in one softmax: SD3's joint attention
+    (MMDiT) seen from the image stream, with the text's own key/value projection. The text tokens are keys
+    and values only: the text side refines them once, the image blocks do not update them.
+
+    x (B, N, D) image tokens, context (B, M, D_c) text tokens with key_mask (B, M); image keys are all valid.
+    """
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, qk_norm: bool = True):
+        super().__init__(dim, heads, None, qk_norm)
+        self.context_kv = nn.Linear(context_dim or dim, 2 * dim)
+
+    def projections(self, x, context, key_mask):
+        """q (B, N, D), kv (B, N + M, 2D) over [image; text] and the key mask (B, N + M)."""
+        q, kv = self._self_qkv(x)
+        kv = torch.cat([kv, self.context_kv(context)], 1)
+        mask = torch.cat([key_mask.new_ones(x.shape[:2]), key_mask], 1)
+        return q, kv, mask
+
+    def forward(self, x, context, key_mask):
+        return self._attend(*self.projections(x, context, key_mask))
 
 
 class FeedForward(nn.Sequential):

@@ -1,7 +1,8 @@
 """LI-DiT: the LLM-infused diffusion transformer (Ma et al., NeurIPS 2024).
 
     image (B, C, H, W) -> patch embedding -> convolutional position encoding (+ optional sin-cos)
-    -> N x [self-attention, cross-attention to refined text tokens, FFN]   (adaLN-single, QK-RMSNorm)
+    -> N x [self-attention, cross-attention to refined text tokens, FFN]   (adaLN-single, QK-RMSNorm;
+                                              or one joint attention over image and text tokens, SD3)
     -> modulated final layer -> unpatchify (-> optional smoothing conv) -> prediction (B, C, H, W)
 
 The text side (connectors, token refiners, collaborative refiner) lives in the same model, so
@@ -22,7 +23,7 @@ from ..connectors.conditioner import TextConditioner
 from ..encoders.base import TextInput
 from ..errors import LLMDiffError
 from ..layers import (
-    FeedForward, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate, with_null_token,
+    FeedForward, JointAttention, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate, with_null_token,
 )
 
 # Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
@@ -54,12 +55,21 @@ def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 
 
 class LIDiTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, ffn: str = "mlp", context_dim: int | None = None):
+    """adaLN-single block. ``text_attention="cross"``: self-attention, then cross-attention to the text tokens
+    (PixArt); ``"joint"``: one attention over the image and the text tokens together (SD3's joint attention,
+    `JointAttention`), no separate cross-attention."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, ffn: str = "mlp", context_dim: int | None = None,
+                 text_attention: str = "cross"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.self_attn = MultiHeadAttention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.cross_attn = MultiHeadAttention(dim, heads, context_dim=context_dim)
+        self.joint = text_attention == "joint"
+        if self.joint:
+            self.joint_attn = JointAttention(dim, heads, context_dim=context_dim)
+        else:
+            self.self_attn = MultiHeadAttention(dim, heads)
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+            self.cross_attn = MultiHeadAttention(dim, heads, context_dim=context_dim)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ffn = MixFFN(dim, mlp_ratio) if ffn == "mixffn" else FeedForward(dim, mlp_ratio)
         # adaLN-single (PixArt-alpha): a per-block table added to the shared timestep modulation
@@ -67,10 +77,15 @@ class LIDiTBlock(nn.Module):
 
     def forward(self, x, t_mod, context, context_mask, hw: tuple[int, int]):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table[None] + t_mod).unbind(1)
-        # 1. Self attention
-        x = x + gate_msa[:, None] * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        # 2. Cross attention to the text tokens (masked)
-        x = x + self.cross_attn(self.norm2(x), context=context, key_mask=context_mask)
+        if self.joint:
+            # 1-2. One attention over the image tokens and the (masked) text tokens
+            h = modulate(self.norm1(x), shift_msa, scale_msa)
+            x = x + gate_msa[:, None] * self.joint_attn(h, context=context, key_mask=context_mask)
+        else:
+            # 1. Self attention
+            x = x + gate_msa[:, None] * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa))
+            # 2. Cross attention to the text tokens (masked)
+            x = x + self.cross_attn(self.norm2(x), context=context, key_mask=context_mask)
         # 3. Feed-forward
         h = modulate(self.norm3(x), shift_mlp, scale_mlp)
         x = x + gate_mlp[:, None] * (self.ffn(h, hw) if isinstance(self.ffn, MixFFN) else self.ffn(h))
@@ -119,12 +134,15 @@ class LIDiT(ModelMixin, ConfigMixin):
         long_skips: bool = False,  # U-ViT long skips between the first and second half of the blocks
         outer_depth: int = 0,  # hourglass (Crowson et al. 2024): blocks at the patch grid around the main ones
         outer_width: int = 64,  # width of the outer (full-resolution) blocks
+        text_attention: str = "cross",  # "cross" (PixArt) or "joint" (SD3: one softmax over image and text tokens)
     ):
         super().__init__()
         if sample_size % patch_size:
             raise LLMDiffError(f"sample_size {sample_size} is not a multiple of patch_size {patch_size}")
         if ffn not in ("mlp", "mixffn"):
             raise LLMDiffError(f"unknown ffn {ffn!r}; known: mlp, mixffn")
+        if text_attention not in ("cross", "joint"):
+            raise LLMDiffError(f"unknown text_attention {text_attention!r}; known: cross, joint")
         if outer_depth % 2 or outer_depth < 0:
             raise LLMDiffError(f"outer_depth must be even (half before, half after the inner blocks), got {outer_depth}")
         if outer_depth and (sample_size // patch_size) % 2:
@@ -139,14 +157,16 @@ class LIDiT(ModelMixin, ConfigMixin):
         self.pool_text = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d)) if pooled_text else None
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)  # always attendable: no NaN, a learnt "no text"
-        self.blocks = nn.ModuleList(LIDiTBlock(d, heads, mlp_ratio, ffn) for _ in range(depth))
+        self.blocks = nn.ModuleList(LIDiTBlock(d, heads, mlp_ratio, ffn, None, text_attention) for _ in range(depth))
         self.skips = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(depth // 2)) if long_skips else None
         if outer_depth:
             # Hourglass (k-diffusion's image_transformer_v2): outer blocks at the patch grid, 2x2 tokens merged
             # into one for the inner blocks, split back and joined with the outer skip by a learnt lerp.
             oh = max(1, dw // 32)
-            self.outer_in = nn.ModuleList(LIDiTBlock(dw, oh, mlp_ratio, ffn, d) for _ in range(outer_depth // 2))
-            self.outer_out = nn.ModuleList(LIDiTBlock(dw, oh, mlp_ratio, ffn, d) for _ in range(outer_depth // 2))
+            self.outer_in = nn.ModuleList(LIDiTBlock(dw, oh, mlp_ratio, ffn, d, text_attention)
+                                          for _ in range(outer_depth // 2))
+            self.outer_out = nn.ModuleList(LIDiTBlock(dw, oh, mlp_ratio, ffn, d, text_attention)
+                                           for _ in range(outer_depth // 2))
             self.merge = nn.Linear(4 * dw, d)
             self.split = nn.Linear(d, 4 * dw)
             self.skip_lerp = nn.Parameter(torch.full((dw,), 0.5))
@@ -175,7 +195,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
         # Zero-init: cross-attention outputs (PixArt), the output layer (DiT) and the smoothing conv,
         # so that training starts from a model that predicts 0 and ignores the text.
-        for block in (m for m in self.modules() if isinstance(m, LIDiTBlock)):
+        for block in (m for m in self.modules() if isinstance(m, LIDiTBlock) and not m.joint):
             nn.init.zeros_(block.cross_attn.out.weight)
             nn.init.zeros_(block.cross_attn.out.bias)
         nn.init.zeros_(self.proj_out.weight)

@@ -83,13 +83,15 @@ class AttentionRecorder:
         from diffusers.models.attention_processor import Attention
 
         from ..denoisers.adapter import LLMDiffAttnProcessor
-        from ..layers import MultiHeadAttention
+        from ..layers import JointAttention, MultiHeadAttention
 
         self.per_position = per_position
         self.mass: dict[str, list[torch.Tensor]] = {}
         self.handles = []
         for name, m in model.named_modules():
-            if isinstance(m, MultiHeadAttention) and name.endswith("cross_attn"):
+            if isinstance(m, JointAttention):
+                hook = self._joint(name)
+            elif isinstance(m, MultiHeadAttention) and name.endswith("cross_attn"):
                 hook = self._lidit(name)
             elif isinstance(m, Attention) and name.endswith("attn2"):
                 hook = self._adapter(name) if isinstance(m.processor, LLMDiffAttnProcessor) else self._diffusers(name)
@@ -102,16 +104,30 @@ class AttentionRecorder:
         probs = probs.mean(1)  # (B, N, M)
         self.mass.setdefault(name, []).append(probs if self.per_position else probs.mean(1))
 
+    @staticmethod
+    def _lidit_probs(m, q, kv, key_mask) -> torch.Tensor:
+        """Softmax attention (B, H, N, M) of an LI-DiT attention's q (B, N, D) on the keys in kv (B, M, 2D)."""
+        b, n, _ = q.shape
+        q = m.q_norm(q.view(b, n, m.heads, -1)).transpose(1, 2)
+        k = m.k_norm(kv.view(b, kv.shape[1], 2, m.heads, -1)[:, :, 0]).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return scores.softmax(-1)
+
     def _lidit(self, name):
         def hook(m, args, kwargs, out):
-            x, ctx, key_mask = args[0], kwargs["context"], kwargs.get("key_mask")
-            b, n, d = x.shape
-            q = m.q_norm(m.q(x).view(b, n, m.heads, -1)).transpose(1, 2)
-            k = m.k_norm(m.kv(ctx).view(b, ctx.shape[1], 2, m.heads, -1)[:, :, 0]).transpose(1, 2)
-            scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-            if key_mask is not None:
-                scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-            self._keep(name, scores.softmax(-1))
+            x, ctx = args[0], kwargs["context"]
+            self._keep(name, self._lidit_probs(m, m.q(x), m.kv(ctx), kwargs.get("key_mask")))
+        return hook
+
+    def _joint(self, name):
+        """A joint attention's softmax covers the image and the text tokens: the text tokens' columns are kept,
+        shares of the whole softmax (the rest went to image tokens)."""
+        def hook(m, args, kwargs, out):
+            x = args[0]
+            probs = self._lidit_probs(m, *m.projections(x, kwargs["context"], kwargs["key_mask"]))
+            self._keep(name, probs[..., x.shape[1]:])
         return hook
 
     @staticmethod
