@@ -47,7 +47,7 @@ def main() -> None:
         print(f"shift {k:g}: GenEval {b['overall']:.3f}", flush=True)
     atomic_write_text(args.out / "shift.json", json.dumps(rows, indent=2) + "\n")
     tasks = list(next(iter(rows.values()))["tasks"])
-    lines = [f"# Sampler time shift: {args.model.name}, GenEval's first {len(entries)} prompts x "
+    lines = [f"# Sampler time shift: {args.model.name}, GenEval, {len(entries)} prompts x "
              f"{args.images_per_prompt} images, same seeds", "",
              "| shift | overall | " + " | ".join(tasks) + " |", "|---:|---:|" + "---:|" * len(tasks)]
     lines += [f"| {k} | {r['overall']:.3f} | " + " | ".join(f"{r['tasks'][t]:.3f}" for t in tasks) + " |"
