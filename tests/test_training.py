@@ -123,6 +123,24 @@ def test_resume_with_more_steps_extends_a_finished_run(tmp_path, tiny_cfg):
     assert load_config(run / "config.yaml").train.steps == 5
 
 
+def test_export_gives_the_ema_weights_or_with_no_ema_the_raw_ones(tmp_path, tiny_cfg):
+    from safetensors.torch import load_file
+
+    from llmdiff.cli import main
+    from llmdiff.training.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny_cfg("train.steps=3", "train.lr=0.01"), run, progress=False)
+    tensors = load_checkpoint(run / "checkpoints" / "step-0000003")
+    for flag, kind in (([], "ema"), (["--no-ema"], "raw")):
+        main(["export", str(run), "--out", str(tmp_path / kind), *flag])
+        weights = load_file(tmp_path / kind / "denoiser" / "diffusion_pytorch_model.safetensors")
+        expected = {**tensors["model"], **(tensors["ema"] if kind == "ema" else {})}
+        assert all(torch.equal(weights[n], v) for n, v in expected.items())
+        assert json.loads((tmp_path / kind / "training.json").read_text())["weights"] == kind
+    assert any(not torch.equal(tensors["model"][n], v) for n, v in tensors["ema"].items())  # the two differ
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg):
     trainer = Trainer(tiny_cfg(), tmp_path / "run", progress=False)
     trainer.train(stop_after=3)  # a good checkpoint at step 3

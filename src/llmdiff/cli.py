@@ -41,8 +41,8 @@ def _run_export(args) -> None:
     ckpt = ckpts[-1] if args.step is None else run / "checkpoints" / f"step-{args.step:07d}"
     if not ckpt.is_dir():
         raise LLMDiffError(f"no checkpoint {ckpt.name} in {run}; have {', '.join(c.name for c in ckpts)}")
-    out = export_checkpoint(ckpt, Path(args.out))
-    print(f"exported {ckpt} (EMA weights) to {out}")
+    out = export_checkpoint(ckpt, Path(args.out), ema=not args.no_ema)
+    print(f"exported {ckpt} ({'raw training' if args.no_ema else 'EMA'} weights) to {out}")
 
 
 def command(name):
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir")
     ex.add_argument("--step", type=int_in(0, 10_000_000), help="checkpoint step (default: the last)")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--no-ema", action="store_true", help="export the raw training weights instead of their EMA")
 
     cv = sub.add_parser("convert", help="rewrite a model folder of the old layout (config.json + llmdiff.json) in "
                         "the pipeline layout (model_index.json, denoiser/, scheduler/)")

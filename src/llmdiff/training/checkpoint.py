@@ -114,9 +114,9 @@ def load_checkpoint(path: Path) -> dict:
     return out
 
 
-def export_checkpoint(ckpt: Path, out: Path) -> Path:
-    """A model folder in the pipeline layout (EMA weights, the run's sampling defaults, vae/ for a latent model)
-    from one checkpoint; the trainer's final export and `llmdiff export` both come here."""
+def export_checkpoint(ckpt: Path, out: Path, ema: bool = True) -> Path:
+    """A model folder in the pipeline layout (EMA weights unless ``ema`` is False, the run's sampling defaults,
+    vae/ for a latent model) from one checkpoint; the trainer's final export and `llmdiff export` both come here."""
     from ..denoisers import model_class
     from ..model_folder import export_model
 
@@ -127,7 +127,7 @@ def export_checkpoint(ckpt: Path, out: Path) -> Path:
     model = cls.from_config(cls.load_config(ckpt))
     tensors = load_checkpoint(ckpt)
     state = tensors["model"]
-    if tensors["ema"] is not None:
+    if ema and tensors["ema"] is not None:
         state.update(tensors["ema"])
     model.load_state_dict(state)
     run = tensors["state"]
@@ -138,6 +138,7 @@ def export_checkpoint(ckpt: Path, out: Path) -> Path:
 
         vae = AutoencoderKL.from_pretrained(cfg["model"]["autoencoder"])
     training = {"name": cfg.get("name"), "steps": run["step"], "processes": run.get("processes", 1),
+                "weights": "ema" if ema and tensors["ema"] is not None else "raw",
                 "train_minutes": round(run.get("train_seconds", 0.0) / 60, 1),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
