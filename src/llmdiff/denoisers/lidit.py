@@ -194,7 +194,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
         # Zero-init: cross-attention outputs (PixArt), the output layer (DiT) and the smoothing conv,
-        # so that training starts from a model that predicts 0 and ignores the text.
+        # so that training starts from a model that predicts 0 (and, with cross-attention, ignores the text).
         for block in (m for m in self.modules() if isinstance(m, LIDiTBlock) and not m.joint):
             nn.init.zeros_(block.cross_attn.out.weight)
             nn.init.zeros_(block.cross_attn.out.bias)
