@@ -103,6 +103,35 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path, tiny_overrides
     assert c["geneval/overall"]["values"][0] == report["variants"]["a"]["geneval/overall"]["values"][0]
 
 
+def test_experiment_runs_jobs_in_parallel_processes_and_reports_a_failed_run(tmp_path, tiny_overrides):
+    import yaml
+
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    common = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in tiny_overrides) if k != "name"}
+    variants = {"a": {**common, "sample.steps": 2}, "b": {**common, "sample.steps": 2, "text.refiner_depth": 1}}
+    spec_path = tmp_path / "exp.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
+                                         "seeded_variants": ["a"], "suites": ["paraphrase"], "images_per_prompt": 1,
+                                         "threads": 1, "variants": variants}))
+    report = run_experiment(load_spec(spec_path), runs=tmp_path / "runs", results=tmp_path / "results",
+                            progress=False, jobs=2)
+    assert report["variants"]["a"]["paraphrase/overall"]["n"] == 2 and report["variants"]["b"]["_seeds"] == 1
+    assert sorted(p.name for p in (tmp_path / "results" / "t" / "variants").iterdir()) == \
+        ["a-s0.json", "a-s1.json", "b-s0.json"]
+    # a run that fails in its worker: the other runs still finish and are recorded, then the error is raised
+    variants["bad"] = {**variants["a"], "model.overrides": {"text_attention": "bogus"}}
+    variants["c"] = {**variants["a"], "text.refiner_depth": 2}
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0],
+                                         "suites": ["paraphrase"], "images_per_prompt": 1, "threads": 1,
+                                         "variants": variants}))
+    with pytest.raises(LLMDiffError, match="unknown text_attention"):
+        run_experiment(load_spec(spec_path), ["bad", "c"], runs=tmp_path / "runs", results=tmp_path / "results",
+                       progress=False, jobs=2)
+    assert (tmp_path / "results" / "t" / "variants" / "c-s0.json").is_file()
+    assert not (tmp_path / "results" / "t" / "variants" / "bad-s0.json").exists()
+
+
 def test_experiment_overrides_apply_to_every_variant_and_variants_win(tmp_path):
     import yaml
 

@@ -201,7 +201,7 @@ def _experiment(args) -> None:
     spec = load_spec(args.spec)
     variants = args.variants.split(",") if args.variants else None
     seeds = args.seeds
-    report = run_experiment(spec, variants, Path(args.runs), Path(args.results), seeds=seeds)
+    report = run_experiment(spec, variants, Path(args.runs), Path(args.results), seeds=seeds, jobs=args.jobs)
     print((Path(args.results) / spec.name / "results.md").read_text())
     print(f"{len(report['variants'])} variant(s) reported in {Path(args.results) / spec.name}")
 
@@ -418,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", type=int_list, help="comma-separated subset of the experiment's seeds (the rest can run later)")
     x.add_argument("--runs", default="runs/experiments", help="where runs go (not committed)")
     x.add_argument("--results", default="docs/results", help="where tables and plots go")
+    x.add_argument("--jobs", type=int_in(1, 64), default=1, help="runs trained at once, one process each (e.g. 2 "
+                   "on a 2-core CPU with the experiment's threads: 1); each process gets cores / jobs threads "
+                   "unless the experiment sets threads")
 
     e = sub.add_parser("eval", help="score generated images (GenEval layout) with the Shapes detector")
     e.add_argument("--images", help="folder with 00000/metadata.jsonl + 00000/samples/0000.png ...")

@@ -10,6 +10,7 @@ skipped when the command is run again, so a long experiment can be stopped and r
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +59,9 @@ def variant_config(spec: ExperimentSpec, variant: str, seed: int):
 
 def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs: Path = Path("runs/experiments"),
                    results: Path = Path("docs/results"), progress: bool = True,
-                   seeds: list[int] | None = None) -> dict:
-    from .evaluation.model_eval import evaluate_model
-    from .training.trainer import train
-
+                   seeds: list[int] | None = None, jobs: int = 1) -> dict:
+    """Train and evaluate every (variant, seed) not done yet, ``jobs`` at a time (one process each), then write
+    the report."""
     names = variants or list(spec.variants)
     unknown = set(names) - set(spec.variants)
     if unknown:
@@ -69,41 +69,83 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
     stray = sorted(set(seeds or ()) - set(spec.seeds))
     if stray:
         raise LLMDiffError(f"seed(s) {stray} are not in the experiment's seeds {list(spec.seeds)}")
+    if jobs < 1:
+        raise LLMDiffError(f"jobs must be at least 1, got {jobs}")
     out = results / spec.name
     out.mkdir(parents=True, exist_ok=True)
+    pending = []
     for variant in names:
         variant_seeds = spec.seeds if variant in spec.seeded_variants else spec.seeds[:1]
         for seed in (s for s in variant_seeds if seeds is None or s in seeds):
             done = out / "variants" / f"{variant}-s{seed}.json"
+            shared = results / spec.reuse / "variants" / done.name if spec.reuse else None
             if done.is_file():
                 continue
-            shared = results / spec.reuse / "variants" / done.name if spec.reuse else None
             if shared is not None and shared.is_file():  # the other experiment already ran it
                 atomic_write_text(done, shared.read_text())
                 continue
-            run_dir = runs / (spec.reuse or spec.name) / variant / f"s{seed}"
-            cfg = variant_config(spec, variant, seed)
-            t0 = time.perf_counter()
-            shipped = spec.variants[variant].get(MODEL_KEY)
-            if isinstance(shipped, dict):  # {seed: folder}: the other seeds are trained from the variant's config
-                shipped = shipped.get(seed)
-            if shipped:
-                model = Path(shipped)
-            elif (run_dir / "model" / "model_index.json").is_file():
-                model = run_dir / "model"
-            else:
-                model = train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
-            minutes = (time.perf_counter() - t0) / 60
-            summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
-                                       progress=progress)
-            steps = cfg.train.steps
-            if (model / "training.json").is_file():  # the model records how long it trained (over resumes too)
-                info = json.loads((model / "training.json").read_text())
-                steps, minutes = info.get("steps", steps), info.get("train_minutes", minutes)
-            atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
-                                                "train_minutes": None if shipped else round(minutes, 1),
-                                                "summaries": summaries}) + "\n")
+            pending.append((variant, seed))
+    if jobs == 1 or len(pending) < 2:
+        for variant, seed in pending:
+            _run_one(spec, variant, seed, runs, out, progress)
+        return write_report(spec, out)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from .training.data import training_data
+
+    for variant, seed in pending:  # caption sets and feature caches first: two runs must not build the same one
+        if not spec.variants[variant].get(MODEL_KEY):
+            training_data(variant_config(spec, variant, seed))
+    threads = spec.threads or max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(_run_one, spec, variant, seed, runs, out, False) for variant, seed in pending]
+        # every run finishes (or fails) before the first error is raised
+        errors = [f.exception() for f in tqdm(as_completed(futures), total=len(futures), desc=f"{spec.name}: runs",
+                                              unit="run", disable=not progress)]
+    for error in errors:
+        if error is not None:
+            raise error
     return write_report(spec, out)
+
+
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Path, progress: bool) -> None:
+    """Train (or resume, or reuse) one variant with one seed, evaluate it, and record variants/VARIANT-sSEED.json."""
+    from .evaluation.model_eval import evaluate_model
+    from .training.trainer import train
+
+    done = out / "variants" / f"{variant}-s{seed}.json"
+    run_dir = runs / (spec.reuse or spec.name) / variant / f"s{seed}"
+    cfg = variant_config(spec, variant, seed)
+    t0 = time.perf_counter()
+    shipped = spec.variants[variant].get(MODEL_KEY)
+    if isinstance(shipped, dict):  # {seed: folder}: the other seeds are trained from the variant's config
+        shipped = shipped.get(seed)
+    if shipped:
+        model = Path(shipped)
+    elif (run_dir / "model" / "model_index.json").is_file():
+        model = run_dir / "model"
+    else:
+        model = train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
+    minutes = (time.perf_counter() - t0) / 60
+    summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
+                               progress=progress)
+    steps = cfg.train.steps
+    if (model / "training.json").is_file():  # the model records how long it trained (over resumes too)
+        info = json.loads((model / "training.json").read_text())
+        steps, minutes = info.get("steps", steps), info.get("train_minutes", minutes)
+    atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
+                                        "train_minutes": None if shipped else round(minutes, 1),
+                                        "summaries": summaries}) + "\n")
 
 
 def _collect(out: Path) -> dict[str, list[dict]]:
