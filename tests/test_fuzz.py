@@ -167,6 +167,7 @@ def cases() -> list[tuple[str, list[str]]]:
         ["experiment", "{listyaml}"], ["experiment", "{binary}"], ["experiment", "{spec}", "--seeds", "x"],
         ["experiment", "{spec}", "--seeds", "1,,2"], ["experiment", "{spec}", "--seeds", "-1"],
         ["experiment", "{spec}", "--runs", "{file}"], ["experiment", "{spec}", "--results", "{file}/r"],
+        ["experiment", "{spec}", "--jobs", "0"], ["experiment", "{spec}", "--jobs", "two"],
         ["experiment"]]
     ev = ["eval", "--images", "{gt}", "--out", "{tmp}/r"]
     table["eval"] = (
