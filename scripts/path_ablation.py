@@ -23,7 +23,7 @@ import torch
 
 from llmdiff.denoisers.lidit import LIDiT, LIDiTBlock
 from llmdiff.errors import LLMDiffError
-from llmdiff.evaluation.evaluate import run_eval
+from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
 from llmdiff.pipelines import load_pipeline
 from llmdiff.shapes.suites import load_suite
@@ -63,14 +63,10 @@ def main() -> None:
         images = generate_suite(pipe, entries, args.out / condition / "images", images_per_prompt=2)
         for h in hooks:
             h.remove()
-        b = run_eval(images, args.out / condition / "eval", progress=False)["benchmarks"]["geneval"]
-        rows[condition] = {"overall": b["overall"], "tasks": {t: v["accuracy"] for t, v in b["tasks"].items()}}
+        rows[condition] = geneval_row(run_eval(images, args.out / condition / "eval", progress=False))
     atomic_write_text(args.out / "ablation.json", json.dumps(rows, indent=2) + "\n")
-    tasks = list(rows["full"]["tasks"])
     lines = [f"# Which path carries the prompt: {args.model.name}, GenEval's first {len(entries)} prompts x 2 images",
-             "", "| condition | overall | " + " | ".join(tasks) + " |", "|---|---:|" + "---:|" * len(tasks)]
-    lines += [f"| {c} | {r['overall']:.3f} | " + " | ".join(f"{r['tasks'][t]:.3f}" for t in tasks) + " |"
-              for c, r in rows.items()]
+             "", *geneval_table(rows, "condition")]
     atomic_write_text(args.out / "ablation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

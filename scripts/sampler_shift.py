@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from llmdiff.errors import LLMDiffError
-from llmdiff.evaluation.evaluate import run_eval
+from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
 from llmdiff.pipelines import load_pipeline
 from llmdiff.shapes.suites import load_suite
@@ -42,16 +42,11 @@ def main() -> None:
         pipe.scheduler = type(pipe.scheduler).from_config(base, shift=k)
         folder = args.out / f"shift-{k:g}"
         images = generate_suite(pipe, entries, folder / "images", images_per_prompt=args.images_per_prompt)
-        b = run_eval(images, folder / "eval", progress=False)["benchmarks"]["geneval"]
-        rows[f"{k:g}"] = {"overall": b["overall"], "tasks": {t: v["accuracy"] for t, v in b["tasks"].items()}}
-        print(f"shift {k:g}: GenEval {b['overall']:.3f}", flush=True)
+        rows[f"{k:g}"] = geneval_row(run_eval(images, folder / "eval", progress=False))
+        print(f"shift {k:g}: GenEval {rows[f'{k:g}']['overall']:.3f}", flush=True)
     atomic_write_text(args.out / "shift.json", json.dumps(rows, indent=2) + "\n")
-    tasks = list(next(iter(rows.values()))["tasks"])
     lines = [f"# Sampler time shift: {args.model.name}, GenEval, {len(entries)} prompts x "
-             f"{args.images_per_prompt} images, same seeds", "",
-             "| shift | overall | " + " | ".join(tasks) + " |", "|---:|---:|" + "---:|" * len(tasks)]
-    lines += [f"| {k} | {r['overall']:.3f} | " + " | ".join(f"{r['tasks'][t]:.3f}" for t in tasks) + " |"
-              for k, r in rows.items()]
+             f"{args.images_per_prompt} images, same seeds", "", *geneval_table(rows, "shift")]
     atomic_write_text(args.out / "shift.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -355,12 +355,7 @@ def test_probe_attention_of_a_joint_attention_is_the_text_share_of_its_softmax()
     x, ctx = torch.randn(2, 5, 16), torch.randn(2, 4, 16)
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
 
-    class Holder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.joint_attn = JointAttention(16, 2)
-
-    h = Holder()
+    h = torch.nn.ModuleDict({"joint_attn": JointAttention(16, 2)})
     rec = AttentionRecorder(h, per_position=True)
     h.joint_attn(x, context=ctx, key_mask=mask)
     probs = rec.pop()["joint_attn"]  # (B, N, M): per image position, the share of each text token

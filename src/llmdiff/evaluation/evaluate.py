@@ -70,6 +70,20 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
     return summary
 
 
+def geneval_row(summary: dict) -> dict:
+    """{"overall", "tasks": {task: accuracy}} of one `run_eval` summary's GenEval benchmark."""
+    b = summary["benchmarks"]["geneval"]
+    return {"overall": b["overall"], "tasks": {t: v["accuracy"] for t, v in b["tasks"].items()}}
+
+
+def geneval_table(rows: dict[str, dict], label: str) -> list[str]:
+    """Markdown table lines, one row per condition: its GenEval overall and per-task accuracies (`geneval_row`)."""
+    tasks = list(next(iter(rows.values()))["tasks"])
+    lines = [f"| {label} | overall | " + " | ".join(tasks) + " |", "|---|---:|" + "---:|" * len(tasks)]
+    return lines + [f"| {c} | {r['overall']:.3f} | " + " | ".join(f"{r['tasks'][t]:.3f}" for t in tasks) + " |"
+                    for c, r in rows.items()]
+
+
 def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
     lines = [f"# {title}", "", f"{summary['n_images']} images scored."]
     producer = summary.get("producer")
