@@ -97,7 +97,7 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
     from .training.data import training_data
 
     for variant, seed in pending:  # caption sets and feature caches first: two runs must not build the same one
-        if not spec.variants[variant].get(MODEL_KEY):
+        if not _existing_model(spec, variant, seed):
             training_data(variant_config(spec, variant, seed))
     threads = spec.threads or max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
@@ -110,6 +110,14 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
         if error is not None:
             raise error
     return write_report(spec, out)
+
+
+def _existing_model(spec: ExperimentSpec, variant: str, seed: int) -> str | None:
+    """The model folder a variant evaluates as is for this seed, if any (else it is trained)."""
+    shipped = spec.variants[variant].get(MODEL_KEY)
+    if isinstance(shipped, dict):  # {seed: folder}: the other seeds are trained from the variant's config
+        shipped = shipped.get(seed)
+    return shipped or None
 
 
 def _worker_threads(threads: int) -> None:
@@ -127,9 +135,7 @@ def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Pat
     run_dir = runs / (spec.reuse or spec.name) / variant / f"s{seed}"
     cfg = variant_config(spec, variant, seed)
     t0 = time.perf_counter()
-    shipped = spec.variants[variant].get(MODEL_KEY)
-    if isinstance(shipped, dict):  # {seed: folder}: the other seeds are trained from the variant's config
-        shipped = shipped.get(seed)
+    shipped = _existing_model(spec, variant, seed)
     if shipped:
         model = Path(shipped)
     elif (run_dir / "model" / "model_index.json").is_file():
