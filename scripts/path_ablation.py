@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from llmdiff.cli import int_in
 from llmdiff.denoisers.lidit import LIDiT, LIDiTBlock
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
@@ -51,7 +52,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--limit", type=int, help="score only the suite's first LIMIT prompts")
+    p.add_argument("--limit", type=int_in(1, 100_000), help="score only the suite's first LIMIT prompts")
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     if not isinstance(pipe.denoiser, LIDiT) or pipe.denoiser.pool_text is None:
@@ -72,4 +73,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LLMDiffError as e:
+        raise SystemExit(f"error: {e}") from None

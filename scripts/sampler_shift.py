@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from llmdiff.cli import float_in, int_in
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
@@ -26,12 +27,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--shifts", type=float, nargs="+", default=[1.0, 2.0, 3.0])
-    p.add_argument("--limit", type=int, help="score only the suite's first LIMIT prompts")
-    p.add_argument("--images-per-prompt", type=int, default=2)
+    p.add_argument("--shifts", type=float_in(0.0, 100.0, lo_open=True), nargs="+", default=[1.0, 2.0, 3.0],
+                   help="time shifts k of the sampler (1: as trained)")
+    p.add_argument("--limit", type=int_in(1, 100_000), help="score only the suite's first LIMIT prompts")
+    p.add_argument("--images-per-prompt", type=int_in(1, 64), default=2)
     args = p.parse_args()
-    if any(k <= 0 for k in args.shifts):
-        raise SystemExit("error: --shifts must be positive (1 is the sampler as trained)")
     pipe = load_pipeline(args.model)
     if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
         raise LLMDiffError(f"{args.model} is not a flow model (it samples with {type(pipe.scheduler).__name__})")
@@ -52,4 +52,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LLMDiffError as e:
+        raise SystemExit(f"error: {e}") from None

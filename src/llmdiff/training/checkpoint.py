@@ -127,7 +127,8 @@ def export_checkpoint(ckpt: Path, out: Path, ema: bool = True) -> Path:
     model = cls.from_config(cls.load_config(ckpt))
     tensors = load_checkpoint(ckpt)
     state = tensors["model"]
-    if ema and tensors["ema"] is not None:
+    ema = ema and tensors["ema"] is not None
+    if ema:
         state.update(tensors["ema"])
     model.load_state_dict(state)
     run = tensors["state"]
@@ -138,7 +139,7 @@ def export_checkpoint(ckpt: Path, out: Path, ema: bool = True) -> Path:
 
         vae = AutoencoderKL.from_pretrained(cfg["model"]["autoencoder"])
     training = {"name": cfg.get("name"), "steps": run["step"], "processes": run.get("processes", 1),
-                "weights": "ema" if ema and tensors["ema"] is not None else "raw",
+                "weights": "ema" if ema else "raw",
                 "train_minutes": round(run.get("train_seconds", 0.0) / 60, 1),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
