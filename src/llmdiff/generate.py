@@ -103,12 +103,12 @@ def run_generate(args, default_model: Path) -> None:
         check_text(text, "the negative prompt" if i == len(prompts) else f"prompt {i + 1}")
     check_device(args.device)
     check_writable(args.out, "--out", folder=suite or not args.out.endswith(".png"))
-    from .evaluation.model_eval import generate_suite
     from .pipelines import generators_for, image_seed, load_pipeline
 
     model = Path(args.model) if args.model else default_model
     pipe = load_pipeline(model, scheduler=args.scheduler, device=args.device, torch_dtype=getattr(torch, args.dtype))
     if suite:
+        from .evaluation.model_eval import generate_suite  # with the evaluator (scipy.ndimage): suites only
         from .shapes.suites import load_suite
 
         out = generate_suite(pipe, load_suite(args.prompts), args.out, args.images_per_prompt, args.seed,
