@@ -142,8 +142,8 @@ def test_experiment_overrides_apply_to_every_variant_and_variants_win(tmp_path):
     spec_path = tmp_path / "exp.yaml"
     spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 40,
                                          "overrides": {"train.warmup": 2, "train.lr": 0.001},
-                                         "variants": {"a": {}, "b": {"train.lr": 0.0005}}}))
+                                         "variants": {"a": {}, "b": {"train.lr": 0.0005, "train.steps": 80}}}))
     spec = load_spec(spec_path)
     a, b = variant_config(spec, "a", 0), variant_config(spec, "b", 0)
     assert (a.train.warmup, a.train.lr, a.train.steps) == (2, 0.001, 40)
-    assert (b.train.warmup, b.train.lr) == (2, 0.0005)
+    assert (b.train.warmup, b.train.lr, b.train.steps) == (2, 0.0005, 80)  # a variant's own budget

@@ -47,11 +47,12 @@ MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for e
 
 
 def variant_config(spec: ExperimentSpec, variant: str, seed: int):
-    overrides = [f"{k}={json.dumps(v)}" for k, v in {**spec.overrides, **spec.variants[variant]}.items()
-                 if k != MODEL_KEY]
+    # ``steps`` is every variant's budget; a variant may set its own train.steps (e.g. a reference trained for
+    # the same wall-clock time), and the report's steps column shows it.
+    settings = {"train.steps": spec.steps, **spec.overrides, **spec.variants[variant]}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items() if k != MODEL_KEY]
     # The seed changes initialisation, data order and noise; the caption set (and its cache) stays the same.
-    overrides += [f"name={spec.name}-{variant}", f"train.steps={spec.steps}", f"train.seed={seed}",
-                  "train.sample_every=0"]
+    overrides += [f"name={spec.name}-{variant}", f"train.seed={seed}", "train.sample_every=0"]
     if spec.threads:
         overrides.append(f"train.threads={spec.threads}")
     return load_config(spec.base, overrides)
@@ -216,8 +217,10 @@ def _fmt(s: dict | None) -> str:
 
 def _markdown(spec: ExperimentSpec, table: dict) -> str:
     trained = [v for v in spec.variants if MODEL_KEY not in spec.variants[v]]
-    budget = (f"Every trained variant: {spec.steps} training steps from the same base config (`{spec.base}`); "
-              if trained else "Existing models (steps in the table); ")
+    own = [v for v in trained if "train.steps" in spec.variants[v]]
+    budget = (f"Every trained variant: {spec.steps} training steps"
+              + (f" ({', '.join(own)}: the steps in the table)" if own else "")
+              + f" from the same base config (`{spec.base}`); " if trained else "Existing models (steps in the table); ")
     lines = [f"# {spec.name}", "", spec.description, "",
              budget + "evaluated on "
              f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
