@@ -313,6 +313,8 @@ IMAGES_PER_PROMPT = int_in(1, 256)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .generate import GUIDANCE, STEPS
+
     p = _Parser(prog="llmdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
     p.add_argument("--version", action="version", version=f"llmdiff {_version()}")
@@ -375,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out.png", help="a PNG for one image; with several images NAME-NNN-SEED.png "
                    "beside it (or NNN-SEED.png in a folder) and a grid; a folder for a suite (default out.png)")
     g.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=1, help="images per prompt (default 1)")
-    g.add_argument("--steps", type=int_in(1, 1000), help="sampling steps (default: the model's sample_config)")
-    g.add_argument("--guidance-scale", type=float_in(0.0, 100.0),
+    g.add_argument("--steps", type=int_in(*STEPS), help="sampling steps (default: the model's sample_config)")
+    g.add_argument("--guidance-scale", type=float_in(*GUIDANCE),
                    help="classifier-free guidance, 1 = off (default: the model's)")
     g.add_argument("--scheduler", choices=["default", "flow_euler", "dpm_solver", "ddim"],
                    help="sampling scheduler (default: the model's)")

@@ -22,6 +22,8 @@ from .integrity import check_writable
 
 METADATA_KEY = "llmdiff"
 DTYPES = ("float32", "float16", "bfloat16")
+STEPS = (1, 1000)  # the sampling steps and guidance scales `llmdiff generate` accepts (and PNG metadata may hold)
+GUIDANCE = (0.0, 100.0)
 
 
 def read_prompt_file(path: Path | str) -> list[str]:
@@ -52,11 +54,12 @@ def png_metadata(path: Path | str) -> dict:
     valid = (isinstance(meta["prompt"], str) and isinstance(meta["negative_prompt"], str)
              and isinstance(meta["model"], str) and isinstance(meta["scheduler"], str)
              and isinstance(meta["seed"], int) and 0 <= meta["seed"] < 2**64
-             and isinstance(meta["num_inference_steps"], int) and 1 <= meta["num_inference_steps"] <= 1000
-             and number(meta["guidance_scale"]) and 0 <= meta["guidance_scale"] <= 100)  # NaN fails both
+             and isinstance(meta["num_inference_steps"], int) and STEPS[0] <= meta["num_inference_steps"] <= STEPS[1]
+             and number(meta["guidance_scale"]) and GUIDANCE[0] <= meta["guidance_scale"] <= GUIDANCE[1])  # NaN fails
     if not valid:
         raise LLMDiffError(f"{path}: its llmdiff metadata holds values `llmdiff generate` would not write "
-                           "(steps 1-1000, guidance 0-100, a seed in [0, 2**64), text fields)")
+                           f"(steps {STEPS[0]}-{STEPS[1]}, guidance {GUIDANCE[0]:g}-{GUIDANCE[1]:g}, "
+                           "a seed in [0, 2**64), text fields)")
     return meta
 
 
