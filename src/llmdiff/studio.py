@@ -146,14 +146,13 @@ class Studio:
 
     @torch.no_grad()
     def _one(self, pipe, model, prompt, seed, steps, guidance_scale, attention, kwargs) -> Generation:
-        from .diffusion import to_uint8
         from .evaluation.probe import AttentionRecorder
 
         rec = AttentionRecorder(pipe.denoiser, per_position=True) if attention else None
         try:
-            x = pipe(prompt, num_images_per_prompt=1, guidance_scale=guidance_scale, num_inference_steps=steps,
-                     generator=torch.Generator().manual_seed(seed), output_type="pt", **kwargs).images
-            image = to_uint8(x * 2 - 1)[0]  # the same pixels as `llmdiff generate` writes
+            pil = pipe(prompt, num_images_per_prompt=1, guidance_scale=guidance_scale, num_inference_steps=steps,
+                       generator=torch.Generator().manual_seed(seed), **kwargs).images[0]
+            image = np.asarray(pil)  # the same pixels as `llmdiff generate` writes
             maps = _token_maps(pipe, prompt, rec.mass, image.shape[0]) if rec else None
         finally:
             if rec:

@@ -52,7 +52,8 @@ def _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scal
                       progress) -> None:
     from tqdm.auto import tqdm
 
-    from ..diffusion import to_uint8
+    import numpy as np
+
     from ..pipelines import generators_for, image_seed
     from .layout import write_prompt_folder
 
@@ -62,9 +63,8 @@ def _generate_missing(pipe, entries, out, images_per_prompt, seed, guidance_scal
     for s in tqdm(range(0, len(todo), prompts_per_batch), desc="generating", unit="batch", disable=not progress):
         chunk = todo[s:s + prompts_per_batch]
         gens = generators_for([image_seed(seed, i, k) for i in chunk for k in range(images_per_prompt)])
-        x = pipe([entries[i]["prompt"] for i in chunk], num_images_per_prompt=images_per_prompt,
-                 guidance_scale=guidance_scale, num_inference_steps=steps, generator=gens,
-                 output_type="pt").images
-        arrays = to_uint8(x * 2 - 1)
+        images = pipe([entries[i]["prompt"] for i in chunk], num_images_per_prompt=images_per_prompt,
+                      guidance_scale=guidance_scale, num_inference_steps=steps, generator=gens).images
+        arrays = [np.asarray(im) for im in images]  # the pixels `llmdiff generate` writes
         for j, i in enumerate(chunk):
             write_prompt_folder(out, i, entries[i], arrays[j * images_per_prompt:(j + 1) * images_per_prompt])
