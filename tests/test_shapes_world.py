@@ -76,6 +76,19 @@ def test_training_captions_avoid_heldout_compositions_and_render():
         assert cs.render(i, rng).shape == (32, 32, 3)
 
 
+def test_p_color_sets_how_often_objects_are_named_with_their_colour():
+    def two_object_colour_words(p_color):
+        cs = build_caption_set(3000, 2, seed=3, p_color=p_color)
+        pairs = [s for s in cs.specs if len(s.objects) == 2]
+        return [sum(o.color is not None for o in s.objects) for s in pairs]
+
+    assert set(two_object_colour_words(0.0)) == {0} and set(two_object_colour_words(1.0)) == {2}
+    half = two_object_colour_words(0.5)
+    assert abs(half.count(0) / len(half) - 0.25) < 0.05  # both objects unnamed: (1 - p)^2
+    default = two_object_colour_words(0.8)
+    assert default.count(0) / len(default) < 0.1 < half.count(0) / len(half)
+
+
 def test_crowded_scenes_render_every_object_apart_and_in_its_own_colour():
     rng = np.random.default_rng(4)
     specs = [SceneSpec((ObjectSpec("cross", None, "small"),) * 5),

@@ -51,6 +51,7 @@ class DataConfig:
     captions_per_scene: int = 2
     mix: dict | None = None  # weights of single/pair/relation/count/listing scenes (None: the default mix)
     phrasebook: str = "train"  # training captions' words and frames: "train" or "train-rich" (more synonyms)
+    p_color: float = 0.8  # how often an object is named with its colour (single, pair, relation, count scenes)
     seed: int = 0
     skip_bad: bool = False  # world "folder": train on the good rows when some images are unreadable (else refuse)
 
@@ -61,6 +62,7 @@ class DataConfig:
         check_range("data.resolution", self.resolution, 8, MAX_RESOLUTION)
         check_range("data.n_scenes", self.n_scenes, 1, 10_000_000)
         check_range("data.captions_per_scene", self.captions_per_scene, 1, 100)
+        check_range("data.p_color", self.p_color, 0.0, 1.0)
         check_range("data.seed", self.seed, 0, 2**63 - 1)
         for task, weight in (self.mix or {}).items():
             if not isinstance(weight, (int, float)) or isinstance(weight, bool):

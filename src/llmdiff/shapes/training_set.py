@@ -89,14 +89,16 @@ class CaptionSet:
 
 
 def build_caption_set(n_scenes: int, captions_per_scene: int = 2, seed: int = 0,
-                      mix: dict[str, float] | None = None, phrasebook: str = "train") -> CaptionSet:
-    """Draw scene specifications and phrase each a few ways; duplicate captions are kept once."""
+                      mix: dict[str, float] | None = None, phrasebook: str = "train",
+                      p_color: float = 0.8) -> CaptionSet:
+    """Draw scene specifications and phrase each a few ways; duplicate captions are kept once. ``p_color``: how
+    often an object of a single, pair, relation or count scene is named with its colour (listings always are)."""
     if phrasebook not in TRAINING_PHRASEBOOKS:
         raise LLMDiffError(f"data.phrasebook must be one of {', '.join(TRAINING_PHRASEBOOKS)}, got {phrasebook!r}")
     rng = np.random.default_rng(seed)
     seen: dict[str, SceneSpec] = {}
     for _ in range(n_scenes):
-        spec = sample_spec(rng, mix)
+        spec = sample_spec(rng, mix, p_color)
         for _ in range(captions_per_scene):
             seen.setdefault(caption(spec, phrasebook, rng), spec)
     return CaptionSet(list(seen), list(seen.values()))

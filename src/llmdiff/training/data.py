@@ -99,7 +99,8 @@ class ShapesTrainingData(TrainingData):
 
     def __init__(self, cfg: ExperimentConfig, caption_set: CaptionSet | None = None):
         self.captions = caption_set or build_caption_set(cfg.data.n_scenes, cfg.data.captions_per_scene,
-                                                         cfg.data.seed, cfg.data.mix, cfg.data.phrasebook)
+                                                         cfg.data.seed, cfg.data.mix, cfg.data.phrasebook,
+                                                         cfg.data.p_color)
         super().__init__(cfg, self.captions.captions)
 
     def images(self, index, rng):
