@@ -19,6 +19,7 @@ import yaml
 
 from .encoders.base import EncoderConfig
 from .errors import LLMDiffError
+from .shapes.training_set import P_COLOR
 from .utils import read_text
 
 
@@ -51,7 +52,7 @@ class DataConfig:
     captions_per_scene: int = 2
     mix: dict | None = None  # weights of single/pair/relation/count/listing scenes (None: the default mix)
     phrasebook: str = "train"  # training captions' words and frames: "train" or "train-rich" (more synonyms)
-    p_color: float = 0.8  # how often an object is named with its colour (single, pair, relation, count scenes)
+    p_color: float = P_COLOR  # how often an object is named with its colour (single, pair, relation, count scenes)
     seed: int = 0
     skip_bad: bool = False  # world "folder": train on the good rows when some images are unreadable (else refuse)
 

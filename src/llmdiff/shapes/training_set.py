@@ -22,9 +22,10 @@ from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec, rend
 
 # Kinds of scenes in the training mix and their default weights.
 TASK_MIX: dict[str, float] = {"single": 0.15, "pair": 0.15, "relation": 0.3, "count": 0.2, "listing": 0.2}
+P_COLOR = 0.8  # how often an object of a single, pair, relation or count scene is named with its colour
 
 
-def _object(rng, shape=None, p_color=0.8, p_size=0.25, forbidden=HELDOUT_COMPOSITIONS, color=True) -> ObjectSpec:
+def _object(rng, shape=None, p_color=P_COLOR, p_size=0.25, forbidden=HELDOUT_COMPOSITIONS, color=True) -> ObjectSpec:
     shape = shape or SHAPES[int(rng.integers(len(SHAPES)))]
     c = None
     if color and rng.random() < p_color:
@@ -34,7 +35,7 @@ def _object(rng, shape=None, p_color=0.8, p_size=0.25, forbidden=HELDOUT_COMPOSI
     return ObjectSpec(shape, c, size)
 
 
-def sample_spec(rng: np.random.Generator, mix: dict[str, float] | None = None, p_color: float = 0.8,
+def sample_spec(rng: np.random.Generator, mix: dict[str, float] | None = None, p_color: float = P_COLOR,
                 p_size: float = 0.25, forbidden=HELDOUT_COMPOSITIONS) -> SceneSpec:
     """One scene specification from the training mix."""
     mix = mix or TASK_MIX
@@ -90,7 +91,7 @@ class CaptionSet:
 
 def build_caption_set(n_scenes: int, captions_per_scene: int = 2, seed: int = 0,
                       mix: dict[str, float] | None = None, phrasebook: str = "train",
-                      p_color: float = 0.8) -> CaptionSet:
+                      p_color: float = P_COLOR) -> CaptionSet:
     """Draw scene specifications and phrase each a few ways; duplicate captions are kept once. ``p_color``: how
     often an object of a single, pair, relation or count scene is named with its colour (listings always are)."""
     if phrasebook not in TRAINING_PHRASEBOOKS:
