@@ -19,7 +19,7 @@ import yaml
 
 from .encoders.base import EncoderConfig
 from .errors import LLMDiffError
-from .shapes.training_set import P_COLOR
+from .shapes import P_COLOR
 from .utils import read_text
 
 

@@ -16,13 +16,13 @@ import numpy as np
 
 from ..errors import LLMDiffError
 from ..utils import atomic_write_text
+from . import P_COLOR
 from .captions import TRAINING_PHRASEBOOKS, caption
 from .suites import HELDOUT_COMPOSITIONS
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec, render
 
 # Kinds of scenes in the training mix and their default weights.
 TASK_MIX: dict[str, float] = {"single": 0.15, "pair": 0.15, "relation": 0.3, "count": 0.2, "listing": 0.2}
-P_COLOR = 0.8  # how often an object of a single, pair, relation or count scene is named with its colour
 
 
 def _object(rng, shape=None, p_color=P_COLOR, p_size=0.25, forbidden=HELDOUT_COMPOSITIONS, color=True) -> ObjectSpec:
