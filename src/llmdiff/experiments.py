@@ -217,10 +217,12 @@ def _fmt(s: dict | None) -> str:
 
 def _markdown(spec: ExperimentSpec, table: dict) -> str:
     trained = [v for v in spec.variants if MODEL_KEY not in spec.variants[v]]
-    own = [v for v in trained if "train.steps" in spec.variants[v]]
-    budget = (f"Every trained variant: {spec.steps} training steps"
-              + (f" ({', '.join(own)}: the steps in the table)" if own else "")
-              + f" from the same base config (`{spec.base}`); " if trained else "Existing models (steps in the table); ")
+    budget = "Existing models (steps in the table); "
+    if trained:
+        own = [v for v in trained if "train.steps" in spec.variants[v]]
+        budget = (f"Every trained variant: {spec.steps} training steps"
+                  + (f" ({', '.join(own)}: the steps in the table)" if own else "")
+                  + f" from the same base config (`{spec.base}`); ")
     lines = [f"# {spec.name}", "", spec.description, "",
              budget + "evaluated on "
              f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
