@@ -89,6 +89,30 @@ def test_position_uses_genevals_margin():
     assert not ok and "right of" in clauses[1]["reason"]
 
 
+def test_position_outcomes_tell_mirrored_layouts_from_missing_objects():
+    from llmdiff.evaluation.evaluate import markdown_summary, summarize
+    from llmdiff.evaluation.scoring import position_outcome
+
+    entry = {"include": [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}]}
+    square = det("square", (20, 10, 30, 20))
+    images = {"right": [square, det("circle", (0, 10, 10, 20))],
+              "mirrored": [square, det("circle", (40, 10, 50, 20))],
+              "other layout": [square, det("circle", (20, 30, 30, 40))],  # below, not beside
+              "object missing": [square]}
+    results = []
+    for expected, dets in images.items():
+        ok, clauses = score_geneval(dets, entry)
+        assert position_outcome(ok, clauses) == expected
+        results.append({"benchmark": "geneval", "tag": "position", "heldout": False, "correct": ok, "clauses": clauses})
+    single = {"include": [{"class": "square", "count": 1}]}
+    ok, clauses = score_geneval([square], single)
+    assert position_outcome(ok, clauses) is None  # no relation asked for
+    results.append({"benchmark": "geneval", "tag": "single_object", "heldout": False, "correct": ok, "clauses": clauses})
+    summary = summarize(results)
+    assert summary["benchmarks"]["geneval"]["position_outcomes"] == dict.fromkeys(images, 1)
+    assert "1 right, 1 mirrored" in markdown_summary(summary)
+
+
 def test_position_without_target_fails():
     entry = {"include": [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["above", 0]}]}
     ok, clauses = score_geneval([det("circle", (0, 0, 8, 8))], entry)

@@ -14,7 +14,7 @@ from ..shapes.suites import COMPBENCH_TAGS, GENEVAL_TAGS, POSITION_BINS
 from ..utils import atomic_write_text
 from .detect import DEFAULT_THRESHOLD, detect
 from .layout import Layout, read_layout, read_record
-from .scoring import score_entry
+from .scoring import POSITION_OUTCOMES, position_outcome, score_entry
 
 BENCHMARK_ORDER = ("geneval", "compbench", "position_bias")
 
@@ -45,8 +45,12 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
     groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     split: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     bins: dict[int, list[bool]] = defaultdict(list)
+    outcomes: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(POSITION_OUTCOMES, 0))
     for r in results:
         groups[r["benchmark"]][r["tag"]].append(r["correct"])
+        outcome = position_outcome(r["correct"], r["clauses"])
+        if outcome:
+            outcomes[r["benchmark"]][outcome] += 1
         split[r["benchmark"]]["heldout" if r["heldout"] else "seen"].append(r["correct"])
         for c in r["clauses"]:
             if "position_bin" in c:
@@ -60,6 +64,8 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
             "overall": float(np.mean([t["accuracy"] for t in tags.values()])),
             "by_composition": {k: {"accuracy": float(np.mean(v)), "n": len(v)} for k, v in sorted(split[bench].items())},
         }
+        if bench in outcomes:  # where the images of prompts with a relation went wrong
+            entry["position_outcomes"] = outcomes[bench]
         summary["benchmarks"][bench] = entry
     if bins:
         summary["position_bias"] = {
@@ -99,6 +105,11 @@ def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
         lines.append(f"| **overall** (mean of tasks) | **{s['overall']:.3f}** | |")
         comp = ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})" for k, v in s["by_composition"].items())
         lines += ["", f"Images by composition: {comp}."]
+        if "position_outcomes" in s:
+            o = s["position_outcomes"]
+            lines += ["", f"Images of prompts with a relation: {o['right']} right, {o['mirrored']} mirrored (both "
+                          f"objects on the relation's axis, sides swapped), {o['other layout']} in another layout, "
+                          f"{o['object missing']} with an object missing or in the wrong colour."]
     if "position_bias" in summary:
         pb = summary["position_bias"]
         lines += ["", "## positional bias (pair accuracy by relative position in the prompt)", "",

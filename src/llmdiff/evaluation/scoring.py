@@ -38,7 +38,7 @@ def score_geneval(detections: list[Detection], entry: dict) -> tuple[bool, list[
     for i, req in enumerate(entry.get("include", [])):
         cls, count = req["class"], int(req["count"])
         found = objects.get(cls, [])[:count]
-        reason = ""
+        reason, seen_relations = "", None
         if len(found) < count:
             reason = f"expected {cls}>={count}, found {len(found)}"
         else:
@@ -56,17 +56,42 @@ def score_geneval(detections: list[Detection], entry: dict) -> tuple[bool, list[
                     for o in found:
                         bad = [t for t in group if rel not in relative_position(o.bbox, t.bbox)]
                         if bad:
-                            seen = " and ".join(sorted(relative_position(o.bbox, bad[0].bbox))) or "overlapping"
+                            seen_relations = sorted(relative_position(o.bbox, bad[0].bbox))
+                            seen = " and ".join(seen_relations) or "overlapping"
                             reason = f"expected {cls} {rel} target, found {seen} target"
                             break
         matched_groups.append(None if reason else found)
-        clauses.append({"kind": "include", "index": i, "clause": _describe(req), "passed": not reason, "reason": reason})
+        record = {"kind": "include", "index": i, "clause": _describe(req), "passed": not reason, "reason": reason}
+        if "position" in req:
+            record["relation"] = req["position"][0]
+        if seen_relations is not None:
+            record["found_relations"] = seen_relations  # both objects drawn, in the wrong place
+        clauses.append(record)
     for i, req in enumerate(entry.get("exclude", [])):
         n = len(objects.get(req["class"], []))
         ok = n < int(req["count"])
         reason = "" if ok else f"expected {req['class']}<{req['count']}, found {n}"
         clauses.append({"kind": "exclude", "index": i, "clause": f"<{req['count']} {req['class']}", "passed": ok, "reason": reason})
     return all(c["passed"] for c in clauses), clauses
+
+
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+POSITION_OUTCOMES = ("right", "mirrored", "other layout", "object missing")
+
+
+def position_outcome(correct: bool, clauses: list[dict]) -> str | None:
+    """How a GenEval position image came out: "right", "mirrored" (both objects drawn on the relation's axis,
+    on the wrong sides), "other layout" (both drawn, on the other axis, diagonal or overlapping) or "object
+    missing" (an object not drawn, or not in its colour); None for an image without a relation."""
+    relational = [c for c in clauses if "relation" in c]
+    if not relational:
+        return None
+    if correct:
+        return "right"
+    for c in relational:
+        if "found_relations" in c:
+            return "mirrored" if c["found_relations"] == [OPPOSITE[c["relation"]]] else "other layout"
+    return "object missing"
 
 
 def _matches(o: Detection, req: dict) -> bool:
