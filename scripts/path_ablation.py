@@ -1,10 +1,10 @@
 """Which path carries the prompt in a trained LI-DiT: cross-attention or the pooled text token?
 
-    python scripts/path_ablation.py models/shapes-lidit --out docs/lidit/path_ablation [--limit 48]
+    python scripts/path_ablation.py models/shapes-lidit --out docs/lidit/path_ablation [--limit 48] [--task position]
 
 An LI-DiT reads the prompt twice: every block cross-attends to the text tokens, and the mean text token
 is added to the timestep embedding that modulates every block (``pooled_text``). GenEval (2 images per
-prompt, the suite's first LIMIT prompts) is scored three ways with the same seeds:
+prompt, the suite's first LIMIT prompts, or those of one TASK) is scored three ways with the same seeds:
 
 * ``full``: the model as trained;
 * ``no-pooled``: the pooled path is given what the unconditional branch gives it (zeros);
@@ -27,7 +27,7 @@ from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
 from llmdiff.pipelines import load_pipeline
-from llmdiff.shapes.suites import load_suite
+from llmdiff.shapes.suites import GENEVAL_TAGS, load_suite
 from llmdiff.utils import atomic_write_text
 
 CONDITIONS = ("full", "no-pooled", "no-cross")
@@ -53,21 +53,32 @@ def main() -> None:
     p.add_argument("model", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int_in(1, 100_000), help="score only the suite's first LIMIT prompts")
+    p.add_argument("--task", choices=GENEVAL_TAGS, help="score only the prompts of this GenEval task")
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     if not isinstance(pipe.denoiser, LIDiT) or pipe.denoiser.pool_text is None:
         raise LLMDiffError(f"{args.model} is not an LI-DiT with a pooled text path")
-    entries = load_suite("geneval")[: args.limit]
-    rows = {}
+    entries = [e for e in load_suite("geneval") if args.task in (None, e["tag"])][: args.limit]
+    rows, outcomes = {}, {}
     for condition in CONDITIONS:
         hooks = _ablate(pipe.denoiser, condition)
         images = generate_suite(pipe, entries, args.out / condition / "images", images_per_prompt=2)
         for h in hooks:
             h.remove()
-        rows[condition] = geneval_row(run_eval(images, args.out / condition / "eval", progress=False))
-    atomic_write_text(args.out / "ablation.json", json.dumps(rows, indent=2) + "\n")
-    lines = [f"# Which path carries the prompt: {args.model.name}, GenEval's first {len(entries)} prompts x 2 images",
+        summary = run_eval(images, args.out / condition / "eval", progress=False)
+        rows[condition] = geneval_row(summary)
+        if "position_outcomes" in summary["benchmarks"]["geneval"]:
+            outcomes[condition] = summary["benchmarks"]["geneval"]["position_outcomes"]
+    record = {c: {**r, **({"position_outcomes": outcomes[c]} if c in outcomes else {})} for c, r in rows.items()}
+    atomic_write_text(args.out / "ablation.json", json.dumps(record, indent=2) + "\n")
+    which = f"GenEval's {args.task} prompts" if args.task else "GenEval's prompts"
+    lines = [f"# Which path carries the prompt: {args.model.name}, {which}, the first {len(entries)} x 2 images",
              "", *geneval_table(rows, "condition")]
+    if outcomes:
+        kinds = list(next(iter(outcomes.values())))
+        lines += ["", "Images of prompts with a relation:", "", "| condition | " + " | ".join(kinds) + " |",
+                  "|---|" + "---:|" * len(kinds)]
+        lines += [f"| {c} | " + " | ".join(str(o[k]) for k in kinds) + " |" for c, o in outcomes.items()]
     atomic_write_text(args.out / "ablation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
