@@ -111,12 +111,26 @@ def check_kept_tokens(tiny_lm, chat):
         assert int(kept.prompt_mask[b].sum()) == len(tok(p, add_special_tokens=False)["input_ids"])
 
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_prefix_cache_equals_the_full_pass(tiny_lm, keep):
-    cached = make(tiny_lm, instruction="default", keep_instruction=keep).encode(PROMPTS)
-    full = make(tiny_lm, instruction="default", keep_instruction=keep, prefix_cache=False).encode(PROMPTS)
+@pytest.mark.parametrize("keep,echo", [(False, False), (True, False), (False, True), (True, True)])
+def test_prefix_cache_equals_the_full_pass(tiny_lm, keep, echo):
+    cached = make(tiny_lm, instruction="default", keep_instruction=keep, echo=echo).encode(PROMPTS)
+    full = make(tiny_lm, instruction="default", keep_instruction=keep, prefix_cache=False, echo=echo).encode(PROMPTS)
     assert torch.equal(cached.mask, full.mask)
     close(cached.features, full.features)
+
+
+def test_echo_lets_the_subject_token_see_the_relation(tiny_bpe_llama):
+    left, right = "a red circle to the left of a blue square", "a red circle to the right of a blue square"
+    n = len(tiny_bpe_llama[1]("a red circle to the", add_special_tokens=False)["input_ids"])
+    for echo in (False, True):
+        enc = make(tiny_bpe_llama, instruction="default", echo=echo)
+        a, b = enc.encode([left]), enc.encode([right])
+        assert a.mask.shape[1] == len(tiny_bpe_llama[1](left, add_special_tokens=False)["input_ids"])
+        same = torch.equal(a.features[:, :n], b.features[:, :n])
+        # a causal LLM's tokens before "left"/"right" cannot tell the prompts apart; the echoed copy's can
+        assert same != echo
+    keys = [make(tiny_bpe_llama, echo=e).cache_key() for e in (False, True)]
+    assert "echo" not in keys[0] and keys[1]["echo"] is True
 
 
 def test_prefix_cache_computes_only_prompt_tokens(tiny_bpe_llama):

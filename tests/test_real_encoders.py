@@ -6,6 +6,7 @@ import torch
 from llmdiff.encoders import EncoderConfig, load_encoder
 from llmdiff.encoders.bidirectional import BidirectionalPromptEncoder
 from llmdiff.encoders.llm import PROMPT, DecoderPromptEncoder
+from llmdiff.errors import LLMDiffError
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,5 @@ def test_minilm_is_a_bidirectional_baseline():
     assert not out.mask[1].any() and (out.features[1] == 0).all()
     right_alone = enc.encode(PROMPTS[:1])
     close(out.features[0, : n_words + 2], right_alone.features[0, : n_words + 2])
+    with pytest.raises(LLMDiffError, match="echo is for decoder-only LLMs"):
+        load_encoder(EncoderConfig(model="minilm-l6", layers="last", echo=True))

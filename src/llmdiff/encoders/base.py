@@ -38,6 +38,9 @@ class EncoderConfig:
     keep_instruction: bool = False  # also return instruction/template tokens, with prompt_mask marking the prompt
     prefix_cache: bool = True  # compute the instruction's key/value cache once and reuse it
     strict: bool = False  # refuse over-long prompts instead of truncating
+    # decoder LLMs: read the prompt twice and keep the second copy, whose tokens have seen the whole prompt
+    # (echo embeddings, Springer et al. 2024): a causal LLM's subject token precedes the words that place it
+    echo: bool = False
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -217,6 +220,8 @@ class PromptEncoder(ABC):
         key = {"model_id": self.model_id, **self.config.to_dict(), "encoder": type(self).__name__}
         if self.config.keep_instruction:  # caches built before the prompt mask was stored lack it: never reuse them
             key["stores_prompt_mask"] = True
+        if not self.config.echo:  # caches built before the option existed stay valid
+            del key["echo"]
         return key
 
 

@@ -20,6 +20,9 @@ class BidirectionalPromptEncoder(PromptEncoder):
             raise LLMDiffError("block-wise (LLMDiff) encoding needs a decoder-only LLM; encoder models give hidden states")
         if config.instruction_text or config.chat_template:
             raise LLMDiffError("instructions are for decoder-only LLMs; set instruction: none for encoder models")
+        if config.echo:
+            raise LLMDiffError("echo is for decoder-only LLMs (an encoder model already reads the whole prompt); "
+                               "set echo: false for encoder models")
         self.config = config
         if model is None:
             from .models import load_pretrained

@@ -191,14 +191,16 @@ class DecoderPromptEncoder(PromptEncoder):
     def token_layout(self, prompt: str) -> tuple[list[int], list[int]]:
         """The token ids the LLM reads for one prompt and each token's role (PREFIX, PROMPT, SUFFIX)."""
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"][: self.config.max_length] if prompt else []
-        return (self.prefix_ids + ids + self.suffix_ids,
-                [PREFIX] * len(self.prefix_ids) + [PROMPT] * len(ids) + [SUFFIX] * len(self.suffix_ids))
+        echo = ids if self.config.echo else []
+        return (self.prefix_ids + echo + ids + self.suffix_ids,
+                [PREFIX] * (len(self.prefix_ids) + len(echo)) + [PROMPT] * len(ids) + [SUFFIX] * len(self.suffix_ids))
 
     def _assemble(self, batch: list[list[int]], with_prefix: bool):
         """Padded input ids and token roles (B, L) for one batch."""
         prefix = self.prefix_ids if with_prefix else []
-        rows = [[(t, PREFIX) for t in prefix] + [(t, PROMPT) for t in p] + [(t, SUFFIX) for t in self.suffix_ids]
-                for p in batch]
+        # with echo the prompt's first copy is context, like the instruction (dropped unless keep_instruction)
+        rows = [[(t, PREFIX) for t in prefix + (p if self.config.echo else [])] + [(t, PROMPT) for t in p]
+                + [(t, SUFFIX) for t in self.suffix_ids] for p in batch]
         length = max(len(r) for r in rows)
         pad = [(self.tokenizer.pad_token_id, PAD)]
         rows = [r + pad * (length - len(r)) if self.config.padding_side == "right" else pad * (length - len(r)) + r
