@@ -139,7 +139,7 @@ def _encode(args) -> None:
 
     cfg = EncoderConfig(model=args.encoder, layers=parse_layers_arg(args.layers), mode=args.mode,
                         block_groups=args.block_groups, instruction=args.instruction, chat_template=args.chat_template,
-                        max_length=args.max_length, padding_side=args.padding_side, strict=args.strict)
+                        max_length=args.max_length, padding_side=args.padding_side, strict=args.strict, echo=args.echo)
     check_writable(args.out, "--out")
     captions = read_captions(args.captions)
     encoder = load_encoder(cfg)
@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--block-groups", type=int_in(0, 1024), default=0, help="blockwise: sum blocks into this many groups")
     enc.add_argument("--instruction", default=None, help="'default' (LI-DiT's), 'none', or the instruction text")
     enc.add_argument("--chat-template", action="store_true", help="wrap instruction and prompt in the chat template")
+    enc.add_argument("--echo", action="store_true",
+                     help="read the prompt twice and keep the second copy (its tokens have seen the whole prompt)")
     enc.add_argument("--max-length", type=int_in(1, 8192), default=64, help="prompt tokens kept (default 64)")
     enc.add_argument("--padding-side", default="right", choices=["right", "left"])
     enc.add_argument("--strict", action="store_true", help="refuse over-long prompts instead of truncating them")
