@@ -26,6 +26,7 @@ from llmdiff.denoisers.lidit import LIDiT, LIDiTBlock
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
+from llmdiff.evaluation.scoring import POSITION_OUTCOMES
 from llmdiff.pipelines import load_pipeline
 from llmdiff.shapes.suites import GENEVAL_TAGS, load_suite
 from llmdiff.utils import atomic_write_text
@@ -59,7 +60,7 @@ def main() -> None:
     if not isinstance(pipe.denoiser, LIDiT) or pipe.denoiser.pool_text is None:
         raise LLMDiffError(f"{args.model} is not an LI-DiT with a pooled text path")
     entries = [e for e in load_suite("geneval") if args.task in (None, e["tag"])][: args.limit]
-    rows, outcomes = {}, {}
+    rows = {}
     for condition in CONDITIONS:
         hooks = _ablate(pipe.denoiser, condition)
         images = generate_suite(pipe, entries, args.out / condition / "images", images_per_prompt=2)
@@ -68,17 +69,16 @@ def main() -> None:
         summary = run_eval(images, args.out / condition / "eval", progress=False)
         rows[condition] = geneval_row(summary)
         if "position_outcomes" in summary["benchmarks"]["geneval"]:
-            outcomes[condition] = summary["benchmarks"]["geneval"]["position_outcomes"]
-    record = {c: {**r, **({"position_outcomes": outcomes[c]} if c in outcomes else {})} for c, r in rows.items()}
-    atomic_write_text(args.out / "ablation.json", json.dumps(record, indent=2) + "\n")
+            rows[condition]["position_outcomes"] = summary["benchmarks"]["geneval"]["position_outcomes"]
+    atomic_write_text(args.out / "ablation.json", json.dumps(rows, indent=2) + "\n")
     which = f"GenEval's {args.task} prompts" if args.task else "GenEval's prompts"
     lines = [f"# Which path carries the prompt: {args.model.name}, {which}, the first {len(entries)} x 2 images",
              "", *geneval_table(rows, "condition")]
-    if outcomes:
-        kinds = list(next(iter(outcomes.values())))
-        lines += ["", "Images of prompts with a relation:", "", "| condition | " + " | ".join(kinds) + " |",
-                  "|---|" + "---:|" * len(kinds)]
-        lines += [f"| {c} | " + " | ".join(str(o[k]) for k in kinds) + " |" for c, o in outcomes.items()]
+    if "position_outcomes" in rows["full"]:
+        lines += ["", "Images of prompts with a relation:", "", "| condition | " + " | ".join(POSITION_OUTCOMES) + " |",
+                  "|---|" + "---:|" * len(POSITION_OUTCOMES)]
+        lines += [f"| {c} | " + " | ".join(str(r["position_outcomes"][k]) for k in POSITION_OUTCOMES) + " |"
+                  for c, r in rows.items()]
     atomic_write_text(args.out / "ablation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

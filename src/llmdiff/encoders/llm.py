@@ -191,16 +191,19 @@ class DecoderPromptEncoder(PromptEncoder):
     def token_layout(self, prompt: str) -> tuple[list[int], list[int]]:
         """The token ids the LLM reads for one prompt and each token's role (PREFIX, PROMPT, SUFFIX)."""
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"][: self.config.max_length] if prompt else []
-        echo = ids if self.config.echo else []
-        return (self.prefix_ids + echo + ids + self.suffix_ids,
-                [PREFIX] * (len(self.prefix_ids) + len(echo)) + [PROMPT] * len(ids) + [SUFFIX] * len(self.suffix_ids))
+        row = self._row(ids, with_prefix=True)
+        return [t for t, _ in row], [r for _, r in row]
+
+    def _row(self, ids: list[int], with_prefix: bool) -> list[tuple[int, int]]:
+        """(token id, role) of one prompt's sequence: the instruction prefix (unless its cache is used), with echo
+        the prompt's first copy as context like the instruction (dropped unless keep_instruction), the prompt, the
+        template suffix."""
+        context = (self.prefix_ids if with_prefix else []) + (ids if self.config.echo else [])
+        return [(t, PREFIX) for t in context] + [(t, PROMPT) for t in ids] + [(t, SUFFIX) for t in self.suffix_ids]
 
     def _assemble(self, batch: list[list[int]], with_prefix: bool):
         """Padded input ids and token roles (B, L) for one batch."""
-        prefix = self.prefix_ids if with_prefix else []
-        # with echo the prompt's first copy is context, like the instruction (dropped unless keep_instruction)
-        rows = [[(t, PREFIX) for t in prefix + (p if self.config.echo else [])] + [(t, PROMPT) for t in p]
-                + [(t, SUFFIX) for t in self.suffix_ids] for p in batch]
+        rows = [self._row(p, with_prefix) for p in batch]
         length = max(len(r) for r in rows)
         pad = [(self.tokenizer.pad_token_id, PAD)]
         rows = [r + pad * (length - len(r)) if self.config.padding_side == "right" else pad * (length - len(r)) + r

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..errors import LLMDiffError
+from ..shapes.suites import MIRROR
 from ..shapes.world import relative_position
 from .detect import Detection
 
@@ -75,7 +76,6 @@ def score_geneval(detections: list[Detection], entry: dict) -> tuple[bool, list[
     return all(c["passed"] for c in clauses), clauses
 
 
-OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 POSITION_OUTCOMES = ("right", "mirrored", "other layout", "object missing")
 
 
@@ -90,7 +90,7 @@ def position_outcome(correct: bool, clauses: list[dict]) -> str | None:
         return "right"
     for c in relational:
         if "found_relations" in c:
-            return "mirrored" if c["found_relations"] == [OPPOSITE[c["relation"]]] else "other layout"
+            return "mirrored" if c["found_relations"] == [MIRROR[c["relation"]]] else "other layout"
     return "object missing"
 
 
