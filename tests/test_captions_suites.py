@@ -116,3 +116,21 @@ def test_load_suite_errors(tmp_path):
     bad.write_text('{"prompt": "a"}\n{oops\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: malformed JSON"):
         load_suite(str(bad))
+
+
+def test_paraphrase_factors_change_only_the_wording_of_the_paraphrase_suite():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "paraphrase_factors.py"
+    spec = importlib.util.spec_from_file_location("paraphrase_factors", path)
+    factors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(factors)
+    reference = load_suite("paraphrase")
+    suites = {name: factors.suite(fields) for name, fields in factors.FACTORS.items()}
+    for entries in suites.values():  # the same scenes, tasks and clauses in every condition
+        assert [(e["tag"], e["scene"], e["include"]) for e in entries] == \
+               [(e["tag"], e["scene"], e["include"]) for e in reference]
+    assert [e["prompt"] for e in suites["paraphrase (all)"]] == [e["prompt"] for e in reference]
+    assert not any(w in e["prompt"] for e in suites["eval phrasing"] for ws in PARAPHRASE.nouns.values() for w in ws)
+    assert any("three-sided shape" in e["prompt"] for e in suites["+ shape words"])
