@@ -51,10 +51,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int_in(1, 100_000), help="score only the suite's first LIMIT prompts")
     p.add_argument("--images-per-prompt", type=int_in(1, 64), default=4)
+    p.add_argument("--conditions", nargs="+", choices=list(FACTORS), default=list(FACTORS), metavar="CONDITION",
+                   help="which rows to score (default: all): " + ", ".join(f"'{c}'" for c in FACTORS))
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     rows, examples = {}, {}
     for i, (name, fields) in enumerate(FACTORS.items()):
+        if name not in args.conditions:
+            continue
         entries = suite(fields)[: args.limit]
         folder = args.out / f"{i}"
         images = generate_suite(pipe, entries, folder / "images", images_per_prompt=args.images_per_prompt)
