@@ -1,5 +1,6 @@
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ def _words(book, field):
     return {w for ws in getattr(book, field).values() for w in ws}
 
 
-@pytest.mark.parametrize("phrasebook", ["train", "train-rich"])
+@pytest.mark.parametrize("phrasebook", ["train", "train-rich", "train-colour-after"])
 def test_no_paraphrase_word_or_frame_reaches_training_captions(phrasebook):
     text = " ".join(build_caption_set(3000, 2, seed=5, phrasebook=phrasebook).captions)
     unseen = set()
@@ -43,6 +44,14 @@ def test_the_rich_phrasebook_uses_its_extra_words_and_frames():
         assert w in text, w
     with pytest.raises(LLMDiffError, match="phrasebook"):
         build_caption_set(10, phrasebook="paraphrase")
+
+
+def test_colour_after_phrasebook_names_colours_after_their_noun_in_the_training_words():
+    captions = build_caption_set(3000, 2, seed=5, phrasebook="train-colour-after").captions
+    after = [c for c in captions if " that is " in c or " painted " in c]
+    assert 0.3 < len(after) / len(captions) < 0.9
+    words = lambda cs: set(re.findall(r"[\w-]+", " ".join(cs)))  # noqa: E731
+    assert words(captions) - words(build_caption_set(3000, 2, seed=5).captions) == {"that", "painted"}
 
 
 def test_paraphrase_synonyms_never_appear_in_training_captions():

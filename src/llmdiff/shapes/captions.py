@@ -13,7 +13,8 @@ determiners), relation words ({rel}) and counts ({N} {nouns}).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -193,8 +194,17 @@ TRAIN_RICH = Phrasebook(
     prefixes=TRAIN.prefixes,
 )
 
-PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, EVAL, PARAPHRASE)}
-TRAINING_PHRASEBOOKS = ("train", "train-rich")
+# The training phrasebook with half of the colours and sizes named after their noun ("a square that is blue",
+# "a small circle painted red"), in words the paraphrase suite does not use ("in blue", "colored blue"): in "train"
+# every colour comes before its noun, which is all a causal LLM's noun token can have read.
+TRAIN_COLOUR_AFTER = replace(
+    TRAIN, name="train-colour-after",
+    attribute_frames=(STANDARD_ATTRIBUTES, STANDARD_ATTRIBUTES, "{size} {noun} that is {color}",
+                      "{size} {noun} painted {color}"),
+)
+
+PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, EVAL, PARAPHRASE)}
+TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after")
 
 
 def _pick(rng: np.random.Generator, options):
