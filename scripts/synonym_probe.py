@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -80,9 +81,17 @@ def probe(encoder) -> list[tuple[str, str, str, list[tuple[float, str]]]]:
     return rows
 
 
-def _word_captions(book: Phrasebook, field: str, n: int, seed: int) -> list[tuple[str, str, str, int, int, str]]:
-    """(caption, the shape or colour word's class, the word, where it starts and ends, the object's colour) for n
-    random single-object scenes."""
+class WordCaption(NamedTuple):
+    text: str  # a whole single-object caption
+    label: str  # the class of the word looked at: its shape or its colour
+    word: str
+    start: int  # where the word is in the text
+    end: int
+    color: str  # the object's colour
+
+
+def _word_captions(book: Phrasebook, field: str, n: int, seed: int) -> list[WordCaption]:
+    """n random single-object scenes captioned with `book`, looking at the shape (nouns) or colour (colors) word."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -92,20 +101,32 @@ def _word_captions(book: Phrasebook, field: str, n: int, seed: int) -> list[tupl
         label = o.shape if field == "nouns" else o.color
         words = sorted(getattr(book, field)[label], key=len, reverse=True)
         word, m = next((w, m) for w in words for m in [re.search(rf"\b{re.escape(w)}\b", text)] if m)
-        out.append((text, label, word, m.start(), m.end(), o.color))
+        out.append(WordCaption(text, label, word, m.start(), m.end(), o.color))
     return out
 
 
-def _word_features(encoder, captions) -> dict[str, torch.Tensor]:
-    """Features of each caption's word (`_word_captions`), read from the caption cut after the word: its last
-    token's, and the mean over its tokens."""
-    out = encoder.encode([t[:end] for t, _, _, _, end, _ in captions])
+def _word_features(encoder, captions: list[WordCaption]) -> dict[str, torch.Tensor]:
+    """Features of each caption's word, read from the caption cut after the word: its last token's, and the mean
+    over its tokens."""
+    out = encoder.encode([c.text[:c.end] for c in captions])
     lengths = out.mask.long().sum(1)
-    n_word = lengths - torch.tensor([len(ids) for ids in encoder.prompt_ids([t[:i].rstrip() for t, _, _, i, *_ in captions])])
-    keep = (torch.arange(out.mask.shape[1]) < lengths[:, None]) & (torch.arange(out.mask.shape[1]) >= (lengths - n_word)[:, None])
+    n_word = lengths - torch.tensor([len(ids) for ids in encoder.prompt_ids([c.text[:c.start].rstrip() for c in captions])])
+    position = torch.arange(out.mask.shape[1])
+    keep = (position < lengths[:, None]) & (position >= (lengths - n_word)[:, None])
     f = out.features.double()
     return {"last token": f[torch.arange(len(captions)), lengths - 1],
             "word's tokens": (f * keep[..., None]).sum(1) / n_word[:, None]}
+
+
+def _ridge(x: torch.Tensor, labels: list[str], classes: list[str]):
+    """A linear read-out of `classes` fitted on features x (ridge regression onto one-hot targets, standardised
+    features): returns the function that scores other features' labels (a 0/1 tensor, one per row)."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / std
+    y = torch.nn.functional.one_hot(torch.tensor([classes.index(c) for c in labels]), len(classes)).double()
+    w = torch.linalg.solve(z.T @ z + 10.0 * torch.eye(z.shape[1], dtype=z.dtype), z.T @ y)
+    return lambda x, labels: ((((x - mean) / std) @ w).argmax(1) ==
+                              torch.tensor([classes.index(c) for c in labels])).double()
 
 
 def readout(encoder, n: int = 400) -> dict[str, dict]:
@@ -116,47 +137,37 @@ def readout(encoder, n: int = 400) -> dict[str, dict]:
     for field, classes in (("nouns", SHAPES), ("colors", list(COLORS))):
         fit = _word_captions(TRAIN, field, n, seed=0)
         seen = {w for ws in getattr(TRAIN, field).values() for w in ws}
-        y = torch.nn.functional.one_hot(torch.tensor([classes.index(c) for _, c, *_ in fit]), len(classes)).double()
         tests = {}
         for label, book in READOUT_SETS:
             test = _word_captions(book, field, n // 2, seed=1)
             if field == "colors" and book.colors is PARAPHRASE.colors:  # only the colour words no training caption uses
-                test = [r for r in test if r[2] not in seen]
+                test = [c for c in test if c.word not in seen]
             tests[label] = (test, _word_features(encoder, test))
         for feature, x in _word_features(encoder, fit).items():
-            mean, std = x.mean(0), x.std(0) + 1e-6
-            x = (x - mean) / std
-            w = torch.linalg.solve(x.T @ x + 10.0 * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+            score = _ridge(x, [c.label for c in fit], list(classes))
             for label, (test, feats) in tests.items():
-                pred = (((feats[feature] - mean) / std) @ w).argmax(1)
-                right = (pred == torch.tensor([classes.index(c) for _, c, *_ in test])).double()
-                words = sorted({r[2] for r in test} - seen)
+                right = score(feats[feature], [c.label for c in test])
                 result.setdefault(label, {})[field, feature] = float(right.mean())
                 result[label][field, feature, "words"] = {
-                    word: float(right[[i for i, r in enumerate(test) if r[2] == word]].mean()) for word in words}
+                    word: float(right[[i for i, c in enumerate(test) if c.word == word]].mean())
+                    for word in sorted({c.word for c in test} - seen)}
     return result
 
 
 def binding_readout(encoder, n: int = 400) -> dict[str, float]:
     """Accuracy of a linear read-out of the object's colour from its noun's last token, in whole captions, fitted on
     single-object training captions ("a blue square": the noun comes after its colour) and tested on each set."""
-    def features(captions):
-        out = encoder.encode([t for t, *_ in captions])
-        index = torch.tensor([len(ids) - 1 for ids in encoder.prompt_ids([t[:end] for t, _, _, _, end, _ in captions])])
+    def features(captions: list[WordCaption]) -> torch.Tensor:
+        out = encoder.encode([c.text for c in captions])
+        index = torch.tensor([len(ids) - 1 for ids in encoder.prompt_ids([c.text[:c.end] for c in captions])])
         return out.features.double()[torch.arange(len(captions)), index]
 
-    classes = list(COLORS)
     fit = _word_captions(TRAIN, "nouns", n, seed=0)
-    x = features(fit)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x = (x - mean) / std
-    y = torch.nn.functional.one_hot(torch.tensor([classes.index(r[5]) for r in fit]), len(classes)).double()
-    w = torch.linalg.solve(x.T @ x + 10.0 * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+    score = _ridge(features(fit), [c.color for c in fit], list(COLORS))
     result = {}
     for label, book in READOUT_SETS:
         test = _word_captions(book, "nouns", n // 2, seed=1)
-        pred = (((features(test) - mean) / std) @ w).argmax(1)
-        result[label] = float((pred == torch.tensor([classes.index(r[5]) for r in test])).double().mean())
+        result[label] = float(score(features(test), [c.color for c in test]).mean())
     return result
 
 
