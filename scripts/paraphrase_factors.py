@@ -17,8 +17,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from llmdiff.cli import int_in
-from llmdiff.errors import LLMDiffError
+from llmdiff.cli import int_in, run_script
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
 from llmdiff.pipelines import load_pipeline
@@ -79,7 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LLMDiffError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from llmdiff.cli import int_in
+from llmdiff.cli import int_in, run_script
 from llmdiff.denoisers.lidit import LIDiT, LIDiTBlock
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
@@ -84,7 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LLMDiffError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main)

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llmdiff.cli import float_in, int_in
+from llmdiff.cli import float_in, int_in, run_script
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.evaluate import geneval_row, geneval_table, run_eval
 from llmdiff.evaluation.model_eval import generate_suite
@@ -52,7 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except LLMDiffError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main)

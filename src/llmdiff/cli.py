@@ -496,6 +496,14 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split("\n"))
 
 
+def run_script(main) -> None:
+    """Run a script's main(), turning the errors a user can fix into a one-line message (scripts/*.py)."""
+    try:
+        main()
+    except LLMDiffError as e:
+        raise SystemExit(_one_line(f"error: {e}")) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
