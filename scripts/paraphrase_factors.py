@@ -1,13 +1,14 @@
 """Which part of an unseen phrasing does a trained model fail on: the shape words, the colour words, the relation
 and count words, or the sentence frames?
 
-    python scripts/paraphrase_factors.py models/shapes-lidit --out docs/lidit/paraphrase_factors [--limit N]
+    python scripts/paraphrase_factors.py models/shapes-lidit --out DIR [--conditions ...] [--limit N]
 
 The `paraphrase` suite changes everything at once against `geneval`'s phrasebook. Here the same scenes (the
 paraphrase suite's, same order and seeds) are captioned with the evaluation phrasebook and one part swapped in
 from the paraphrase phrasebook at a time, then with all of them (the `paraphrase` suite itself). Each
 condition is generated with the same sampling seeds and scored with GenEval's rules. Writes factors.json and
-factors.md; each condition's images and report stay in OUT/CONDITION.
+factors.md (docs/lidit/paraphrase_factors holds the shipped model's); each condition's images and report stay in
+OUT/N, N the condition's row.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ determiners), relation words ({rel}) and counts ({N} {nouns}).
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, replace
 
 import numpy as np
