@@ -34,15 +34,17 @@ FACTORS = {
     "+ relation and count words": ("relations", "relations_from_object", "count_words"),
     "+ sentence frames": ("single", "pair", "relation", "count", "listing", "attribute_frames", "suffixes",
                           "prefixes"),
-    "paraphrase (all)": ("nouns", "plurals", "colors", "sizes", "relations", "relations_from_object", "count_words",
-                         "single", "pair", "relation", "count", "listing", "attribute_frames", "suffixes",
-                         "prefixes"),
 }
+FACTORS["paraphrase (all)"] = ("sizes", *(f for fields in FACTORS.values() for f in fields))
+
+
+def phrasebook(fields: tuple[str, ...]):
+    """The evaluation phrasebook with `fields` taken from the paraphrase phrasebook."""
+    return dataclasses.replace(EVAL, name="paraphrase", **{f: getattr(PARAPHRASE, f) for f in fields})
 
 
 def suite(fields: tuple[str, ...]) -> list[dict]:
-    book = dataclasses.replace(EVAL, name="paraphrase", **{f: getattr(PARAPHRASE, f) for f in fields})
-    return geneval_suite(book, seed=3, name="paraphrase")  # the paraphrase suite's scenes and caption seed
+    return geneval_suite(phrasebook(fields), seed=3, name="paraphrase")  # the paraphrase suite's scenes and seed
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ noun's token, which tells whether a colour named after its noun ("a square in bl
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -34,6 +33,7 @@ from llmdiff.encoders import EncoderConfig, load_encoder
 from llmdiff.shapes.captions import EVAL, PARAPHRASE, TRAIN, Phrasebook, caption
 from llmdiff.shapes.world import COLORS, SHAPES, SIZES, ObjectSpec, SceneSpec
 from llmdiff.utils import atomic_write_text
+from paraphrase_factors import FACTORS, phrasebook as factor_phrasebook  # scripts/, on the path when this script runs
 
 ENCODERS = [  # (label, config)
     ("SmolLM2-135M, instruction, layer -3 (the default's)", EncoderConfig(model="smollm2-135m", layers=-3,
@@ -45,16 +45,14 @@ ENCODERS = [  # (label, config)
 ]
 # the decoder-only LLMs: a bidirectional encoder's features of a truncated caption see the truncation
 READOUT_ENCODERS = [(label, cfg) for label, cfg in ENCODERS if cfg.model != "minilm-l6"]
-_PARAPHRASE_WORDS = dict(nouns=PARAPHRASE.nouns, plurals=PARAPHRASE.plurals, colors=PARAPHRASE.colors)
-_PARAPHRASE_FRAMES = {f: getattr(PARAPHRASE, f) for f in ("single", "attribute_frames", "suffixes", "prefixes")}
 BINDING_ENCODERS = [READOUT_ENCODERS[0],
                     ("SmolLM2-135M, instruction, layer -3, echo", EncoderConfig(model="smollm2-135m", layers=-3,
                                                                                  instruction="default", echo=True)),
                     READOUT_ENCODERS[2]]
 READOUT_SETS = [  # (label, phrasebook) of the test captions; the read-out is fitted on TRAIN's
     ("eval captions", EVAL),
-    ("training words, paraphrase frames", dataclasses.replace(EVAL, **_PARAPHRASE_FRAMES)),
-    ("paraphrase words, eval frames", dataclasses.replace(EVAL, **_PARAPHRASE_WORDS)),
+    ("training words, paraphrase frames", factor_phrasebook(FACTORS["+ sentence frames"])),
+    ("paraphrase words, eval frames", factor_phrasebook(FACTORS["+ shape words"] + FACTORS["+ colour words"])),
     ("paraphrase captions", PARAPHRASE),
 ]
 GROUPS = [("nouns", "a photo of a {}"), ("colors", "a photo of a {} circle")]
