@@ -103,17 +103,17 @@ def _word_captions(book: Phrasebook, field: str, n: int, seed: int) -> list[Word
     return out
 
 
-def _word_features(encoder, captions: list[WordCaption]) -> dict[str, torch.Tensor]:
-    """Features of each caption's word, read from the caption cut after the word: its last token's, and the mean
-    over its tokens."""
-    out = encoder.encode([c.text[:c.end] for c in captions])
-    lengths = out.mask.long().sum(1)
-    n_word = lengths - torch.tensor([len(ids) for ids in encoder.prompt_ids([c.text[:c.start].rstrip() for c in captions])])
+def _word_features(encoder, captions: list[WordCaption], whole: bool = False) -> dict[str, torch.Tensor]:
+    """Features of each caption's word, read from the caption cut after the word (or the whole caption): its last
+    token's, and the mean over its tokens."""
+    out = encoder.encode([c.text if whole else c.text[:c.end] for c in captions])
+    end = torch.tensor([len(ids) for ids in encoder.prompt_ids([c.text[:c.end] for c in captions])])
+    start = torch.tensor([len(ids) for ids in encoder.prompt_ids([c.text[:c.start].rstrip() for c in captions])])
     position = torch.arange(out.mask.shape[1])
-    keep = (position < lengths[:, None]) & (position >= (lengths - n_word)[:, None])
+    keep = (position < end[:, None]) & (position >= start[:, None])
     f = out.features.double()
-    return {"last token": f[torch.arange(len(captions)), lengths - 1],
-            "word's tokens": (f * keep[..., None]).sum(1) / n_word[:, None]}
+    return {"last token": f[torch.arange(len(captions)), end - 1],
+            "word's tokens": (f * keep[..., None]).sum(1) / (end - start)[:, None]}
 
 
 def _ridge(x: torch.Tensor, labels: list[str], classes: list[str]):
@@ -156,9 +156,7 @@ def binding_readout(encoder, n: int = 400) -> dict[str, float]:
     """Accuracy of a linear read-out of the object's colour from its noun's last token, in whole captions, fitted on
     single-object training captions ("a blue square": the noun comes after its colour) and tested on each set."""
     def features(captions: list[WordCaption]) -> torch.Tensor:
-        out = encoder.encode([c.text for c in captions])
-        index = torch.tensor([len(ids) - 1 for ids in encoder.prompt_ids([c.text[:c.end] for c in captions])])
-        return out.features.double()[torch.arange(len(captions)), index]
+        return _word_features(encoder, captions, whole=True)["last token"]
 
     fit = _word_captions(TRAIN, "nouns", n, seed=0)
     score = _ridge(features(fit), [c.color for c in fit], list(COLORS))
