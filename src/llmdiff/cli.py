@@ -395,15 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "made by another model or setting, or a PNG that `llmdiff generate` did not write (else refused)")
 
     ex = sub.add_parser("export", help="a model folder (EMA weights, pipeline layout) from a run's checkpoint")
-    ex.add_argument("run_dir")
+    ex.add_argument("run_dir", help="a training run's folder (its --run-dir), e.g. runs/mine")
     ex.add_argument("--step", type=int_in(0, 10_000_000), help="checkpoint step (default: the last)")
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--out", required=True, help="the new model folder, e.g. models/mine")
     ex.add_argument("--no-ema", action="store_true", help="export the raw training weights instead of their EMA")
 
     cv = sub.add_parser("convert", help="rewrite a model folder of the old layout (config.json + llmdiff.json) in "
                         "the pipeline layout (model_index.json, denoiser/, scheduler/)")
-    cv.add_argument("old")
-    cv.add_argument("new")
+    cv.add_argument("old", help="the old-layout model folder (left as it is)")
+    cv.add_argument("new", help="where the converted model folder goes (a new folder)")
 
     a = sub.add_parser("autoencoder", help="train the small image autoencoder for latent diffusion")
     a.add_argument("--out", required=True, help="output folder, e.g. models/shapes-ae")
