@@ -10,7 +10,7 @@ import torch
 
 from llmdiff.errors import LLMDiffError
 
-pytestmark = pytest.mark.integration  # the shipped models read prompts with the packaged SmolLM2
+pytestmark = pytest.mark.integration  # the shipped models read prompts with the packaged LLMs
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 LIDIT, ADAPTER = str(MODELS / "shapes-lidit"), str(MODELS / "shapes-unet-adapter")
@@ -122,7 +122,8 @@ def test_page_in_a_real_browser(tmp_path):
             page.wait_for_selector("#gallery img", timeout=120_000)
             page.wait_for_selector("#attention img", timeout=120_000)
             assert page.locator("#gallery img").count() >= 4
-            tokens = demo.studio_app.studio.pipeline(LIDIT).load_encoders()[0].tokenizer("a red circle")["input_ids"]
+            tokenizer = demo.studio_app.studio.pipeline(LIDIT).load_encoders()[0].tokenizer
+            tokens = tokenizer("a red circle", add_special_tokens=False)["input_ids"]  # no BOS: Gemma has one
             assert page.locator("#attention img").count() == len(tokens)
             assert "red" in page.locator("#attention").inner_text()
             assert "seed 0" in page.locator("#gallery").inner_text()

@@ -1,4 +1,4 @@
-"""The main job on the embedded default: prompts -> SmolLM2 -> LI-DiT -> images -> scores.
+"""The main job on the embedded default: prompts -> LLM -> LI-DiT -> images -> scores.
 
 Two prompts of every GenEval task (from the held-out ``geneval`` suite) go through the shipped
 model; the images are written in GenEval's folder layout, scored by the evaluator, and shown
@@ -33,8 +33,8 @@ def run_demo(out: Path, model: Path, images_per_prompt: int = 4, seed: int = 0, 
 
     entries = demo_entries(full)
     pipe = load_pipeline(model)
-    print(f"model: {model}  (prompt encoder: {pipe.encoder_configs[0]['model']}, "
-          f"{'latent' if pipe.codec else 'pixel'} diffusion)")
+    encoders = " + ".join(c["model"] for c in pipe.encoder_configs)
+    print(f"model: {model}  (prompt encoder: {encoders}, {'latent' if pipe.codec else 'pixel'} diffusion)")
     images = generate_suite(pipe, entries, out / "images", images_per_prompt, seed)
     summary = run_eval(images, out / "eval")
     grid, captions = [], []
@@ -45,7 +45,7 @@ def run_demo(out: Path, model: Path, images_per_prompt: int = 4, seed: int = 0, 
             grid.append(np.asarray(Image.open(images / f"{i:05d}" / "samples" / f"{k:04d}.png").convert("RGB")))
             captions.append(e["prompt"] if k == 0 else "")
     path = image_grid(grid, captions, out / "grid.png", cols=min(images_per_prompt, 4) * 2, cell=1.4,
-                      title="llmdiff: SmolLM2-135M + LI-DiT on held-out prompts")
+                      title=f"llmdiff: {encoders} + {type(pipe.denoiser).__name__} on held-out prompts")
     print(markdown_summary(summary, f"GenEval-style scores of {len(entries)} prompts x {images_per_prompt} images"))
     print(f"grid: {path}\nimages: {images}\nreport: {out / 'eval' / 'summary.md'}")
     return summary
