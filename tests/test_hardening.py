@@ -311,6 +311,31 @@ def test_two_writers_to_one_cache_or_output_folder_are_impossible(encoder, tmp_p
     assert not (tmp_path / "report" / "summary.json").exists()
 
 
+
+def test_a_second_cache_builder_can_wait_for_the_first(encoder, tmp_path):
+    """Two runs started together that need the same feature cache: the second waits and reuses the shards."""
+    import threading
+
+    from llmdiff.encoders.cache import build_cache, load_cache
+    from llmdiff.integrity import folder_lock
+
+    root, errors = tmp_path / "c", []
+
+    def second():
+        try:
+            build_cache(encoder, CAPTIONS, root, shard_size=5, dtype="float32", progress=False, wait=True)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    with folder_lock(root, "a feature cache"):  # the first writer
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not (root / "manifest.json").exists()  # blocked, nothing written
+    waiter.join()
+    assert not errors
+    assert load_cache(root).text.features.shape[0] == len(CAPTIONS)
+
 # --- properties over random prompts and overrides -----------------------------------------------------
 
 

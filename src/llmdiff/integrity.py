@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import torch
 
 from .errors import LLMDiffError
+
+log = logging.getLogger(__name__)
 
 MODEL_INFO = "model_index.json"  # a model folder's index (pipeline layout), which records its hashes
 LOCK_NAME = ".llmdiff.lock"
@@ -107,8 +110,9 @@ def check_writable(path: Path | str, option: str, folder: bool = True) -> Path:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path | str, what: str):
-    """Hold an exclusive lock on a folder while writing into it; a second writer gets a one-line error.
+def folder_lock(folder: Path | str, what: str, wait: bool = False):
+    """Hold an exclusive lock on a folder while writing into it; a second writer gets a one-line error, or with
+    ``wait`` waits for the first to finish (for a folder both would fill with the same content, a feature cache).
 
     The lock is an OS file lock (flock): it is released when the process ends, even by kill -9.
     """
@@ -119,8 +123,11 @@ def folder_lock(folder: Path | str, what: str):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LLMDiffError(f"another llmdiff process is writing {what} {folder}; wait for it to finish "
-                               "or use another folder") from None
+            if not wait:
+                raise LLMDiffError(f"another llmdiff process is writing {what} {folder}; wait for it to finish "
+                                   "or use another folder") from None
+            log.warning("another llmdiff process is writing %s %s; waiting for it", what, folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield folder
     finally:
         os.close(fd)

@@ -127,10 +127,11 @@ def _check_compatible(root: Path, want: dict, overwrite: bool) -> None:
 
 def build_cache(encoder: PromptEncoder, captions: list[str], root: Path | str, shard_size: int = 256,
                 dtype: str = "float16", batch_size: int = 64, overwrite: bool = False, progress: bool = True,
-                on_shard=None) -> Path:
+                on_shard=None, wait: bool = False) -> Path:
     """Encode every caption into `root`, resuming where a previous run stopped; returns `root`.
 
-    Run under ``torchrun``/``accelerate launch`` to split the shards across processes.
+    Run under ``torchrun``/``accelerate launch`` to split the shards across processes. Another process building
+    the same cache is an error, or with ``wait`` is waited for (its shards are then reused).
     """
     from accelerate import PartialState
 
@@ -141,7 +142,7 @@ def build_cache(encoder: PromptEncoder, captions: list[str], root: Path | str, s
     root = Path(root)
     state = PartialState(cpu=not torch.cuda.is_available())  # on CPU, torchrun ranks need cpu=True to form a gloo group
     # the main process holds the folder's lock for the whole build; other processes are part of the same job
-    with folder_lock(root, "a feature cache") if state.is_main_process else contextlib.nullcontext():
+    with folder_lock(root, "a feature cache", wait=wait) if state.is_main_process else contextlib.nullcontext():
         _build(encoder, captions, root, shard_size, dtype, batch_size, overwrite, progress, on_shard, state)
     return root
 

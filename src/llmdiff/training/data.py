@@ -36,12 +36,13 @@ def cached_features(enc_cfg: EncoderConfig, captions: list[str], dtype: str = "f
     folder = folder or default_cache_folder(key, captions)
     if not (folder / "manifest.json").is_file() or not _complete(folder):
         log.warning("encoding %d captions with %s into %s (once)", len(captions), enc_cfg.model, folder)
-        build_cache(encoder, captions, folder, dtype=dtype, batch_size=batch_size)
+        # two runs started together (`llmdiff experiment --jobs 2`) may need the same cache: one waits
+        build_cache(encoder, captions, folder, dtype=dtype, batch_size=batch_size, wait=True)
     try:
         return load_cache(folder, expect_key=key, dtype=None)  # kept as stored (fp16): converted per batch
     except LLMDiffError as e:  # a damaged shard: encode it again (the build re-encodes only shards that fail)
         log.warning("%s; encoding it again", e)
-        build_cache(encoder, captions, folder, dtype=dtype, batch_size=batch_size)
+        build_cache(encoder, captions, folder, dtype=dtype, batch_size=batch_size, wait=True)
         return load_cache(folder, expect_key=key, dtype=None)
 
 
