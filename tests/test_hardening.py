@@ -311,9 +311,9 @@ def test_two_writers_to_one_cache_or_output_folder_are_impossible(encoder, tmp_p
     assert not (tmp_path / "report" / "summary.json").exists()
 
 
-
 def test_a_second_cache_builder_can_wait_for_the_first(encoder, tmp_path):
-    """Two runs started together that need the same feature cache: the second waits and reuses the shards."""
+    """Two runs started together that need the same feature cache: the second waits for the first's lock
+    instead of failing, then finds (or finishes) the cache."""
     import threading
 
     from llmdiff.encoders.cache import build_cache, load_cache
@@ -335,6 +335,7 @@ def test_a_second_cache_builder_can_wait_for_the_first(encoder, tmp_path):
     waiter.join()
     assert not errors
     assert load_cache(root).text.features.shape[0] == len(CAPTIONS)
+
 
 # --- properties over random prompts and overrides -----------------------------------------------------
 
