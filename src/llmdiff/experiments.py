@@ -95,11 +95,7 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
 
     from tqdm.auto import tqdm
 
-    from .training.data import training_data
-
-    for variant, seed in pending:  # caption sets and feature caches first: two runs must not build the same one
-        if not _existing_model(spec, variant, seed):
-            training_data(variant_config(spec, variant, seed))
+    # runs that need the same feature cache share it: the first builds it, the others wait (cached_features)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_threads, initargs=(threads,)) as pool:
