@@ -28,17 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(config: Path, n: int, steps: int, threads: int, run_dir: Path) -> float:
-    overrides = [f"train.steps={steps}", f"train.checkpoint_every={steps * 10}", "train.sample_every=0",
-                 f"train.warmup={min(steps // 4, 150)}"]
-    env = dict(os.environ)
-    if n == 1:
-        cmd = [sys.executable, "-m", "llmdiff.cli", "train", str(config), *overrides, "--run-dir", str(run_dir)]
-        env["OMP_NUM_THREADS"] = str(threads)
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "-m", "llmdiff.cli",
-               "train", str(config), *overrides, "--run-dir", str(run_dir)]
-        env["OMP_NUM_THREADS"] = str(max(threads // n, 1))
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(n)] if n > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "llmdiff.cli", "train", str(config), f"train.steps={steps}",
+           f"train.checkpoint_every={steps * 10}", "train.sample_every=0", f"train.warmup={min(steps // 4, 150)}",
+           "--run-dir", str(run_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads // n)}
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"training with {n} process(es) failed: {last}")
     rates = [r["img_s"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "img_s" in r]
     if len(rates) < 2:
         raise SystemExit(f"{run_dir}: fewer than two throughput logs; raise --steps")
@@ -53,6 +51,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="threads in all (default: the CPUs)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = p.parse_args()
+    if not args.config.is_file():
+        p.error(f"--config {args.config}: no such file")
+    if args.steps < 1 or args.rounds < 1:
+        p.error("--steps and --rounds must be at least 1")
+    if args.threads < 2:
+        p.error("--threads must be at least 2 (one process with them all against one process per thread)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
