@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -130,6 +131,49 @@ def test_experiment_runs_jobs_in_parallel_processes_and_reports_a_failed_run(tmp
                        progress=False, jobs=2)
     assert (tmp_path / "results" / "t" / "variants" / "c-s0.json").is_file()
     assert not (tmp_path / "results" / "t" / "variants" / "bad-s0.json").exists()
+
+
+def test_experiment_workers_exit_when_their_parent_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    # a parent that starts a worker as run_experiment does, gives it a long task, and is then killed alone
+    parent_py = tmp_path / "parent.py"
+    parent_py.write_text(textwrap.dedent("""
+        import multiprocessing, os, time
+        from concurrent.futures import ProcessPoolExecutor
+        from llmdiff.experiments import _init_worker
+        if __name__ == "__main__":
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(1, os.getpid()))
+            worker = pool.submit(os.getpid).result()
+            pool.submit(time.sleep, 600)
+            print(worker, flush=True)
+            time.sleep(600)
+    """))
+    parent = subprocess.Popen([sys.executable, str(parent_py)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+
+    def alive(pid):  # a zombie (exited, not yet reaped by its new parent) counts as gone
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    assert alive(worker)
+    parent.kill()
+    parent.wait()
+    for _ in range(240):  # the worker polls its parent every second; a busy machine may take longer
+        if not alive(worker):
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(worker, 9)
+        raise AssertionError("the experiment's worker kept running after its parent was killed")
 
 
 def test_experiment_overrides_apply_to_every_variant_and_variants_win(tmp_path):

@@ -98,7 +98,7 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
     # runs that need the same feature cache share it: the first builds it, the others wait (cached_features)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_threads, initargs=(threads,)) as pool:
+                             initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
         futures = [pool.submit(_run_one, spec, variant, seed, runs, out, False) for variant, seed in pending]
         # every run finishes (or fails) before the first error is raised
         errors = [f.exception() for f in tqdm(as_completed(futures), total=len(futures), desc=f"{spec.name}: runs",
@@ -117,10 +117,24 @@ def _existing_model(spec: ExperimentSpec, variant: str, seed: int) -> str | None
     return shipped or None
 
 
-def _worker_threads(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    """A run's worker process: ``threads`` torch threads, and it exits as soon as ``parent`` does (a spawn
+    worker would otherwise train on when its parent alone is stopped, e.g. ``kill PID``; its run resumes from
+    the last checkpoint)."""
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    # The standard library has no portable parent-death signal (Linux's prctl only), so poll: an orphan is
+    # adopted by another process and its parent id changes.
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Path, progress: bool) -> None:
