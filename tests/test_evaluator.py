@@ -133,6 +133,23 @@ def test_spatial_score():
     assert not score_spatial([det("square", (10, 0, 18, 8)), det("circle", (10, 20, 18, 28))], entry)[0]
 
 
+def test_spatial_outcomes_tell_mirrored_layouts_from_missing_objects():
+    from llmdiff.evaluation.scoring import position_outcome
+
+    entry = {"tag": "spatial", "include": [{"class": "square", "count": 1},
+                                           {"class": "circle", "count": 1, "position": ["above", 0]}]}
+    square = det("square", (10, 20, 18, 28))
+    images = {"right": [square, det("circle", (10, 0, 18, 8))],
+              "mirrored": [square, det("circle", (12, 40, 20, 48))],  # below it
+              "other layout": [square, det("circle", (30, 22, 38, 30))],  # beside it
+              "object missing": [square]}
+    for expected, dets in images.items():
+        ok, clauses = score_spatial(dets, entry)
+        assert position_outcome(ok, clauses) == expected
+    ok, clauses = score_spatial([square, det("circle", (11, 21, 19, 29))], entry)  # on top of each other
+    assert position_outcome(ok, clauses) == "other layout"
+
+
 # --- folders, reports and bad input -------------------------------------------------------------
 
 def _gt_folder(tmp_path, n=6):

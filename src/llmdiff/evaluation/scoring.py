@@ -80,7 +80,7 @@ POSITION_OUTCOMES = ("right", "mirrored", "other layout", "object missing")
 
 
 def position_outcome(correct: bool, clauses: list[dict]) -> str | None:
-    """How a GenEval position image came out: "right", "mirrored" (both objects drawn on the relation's axis,
+    """How an image of a prompt with a relation (GenEval position, CompBench spatial) came out: "right", "mirrored" (both objects drawn on the relation's axis,
     on the wrong sides), "other layout" (both drawn, on the other axis, diagonal or overlapping) or "object
     missing" (an object not drawn, or not in its colour); None for an image without a relation."""
     relational = [c for c in clauses if "relation" in c]
@@ -130,7 +130,7 @@ def score_spatial(detections: list[Detection], entry: dict) -> tuple[bool, list[
     rel = subj_req["position"][0]
     refs = [o for o in detections if _matches(o, ref_req)]
     subjs = [o for o in detections if _matches(o, subj_req)]
-    reason = ""
+    reason, found = "", None
     if not refs or not subjs:
         reason = f"missing {_describe(ref_req) if not refs else _describe(subj_req)}"
     else:
@@ -141,8 +141,13 @@ def score_spatial(detections: list[Detection], entry: dict) -> tuple[bool, list[
         across = abs(dy) if rel in ("left of", "right of") else abs(dx)
         if not (along > 0 and along > across and box_iou(a.bbox, b.bbox) < 0.5):
             reason = f"expected {_describe(subj_req)} {rel} {_describe(ref_req)}"
+            # the one relation the same rule reads in the drawing (none for overlapping or centred boxes)
+            found = ([] if box_iou(a.bbox, b.bbox) >= 0.5 or dx == dy == 0 else
+                     [("left of" if dx < 0 else "right of") if abs(dx) > abs(dy) else ("above" if dy < 0 else "below")])
     clause = {"kind": "include", "index": 1, "clause": f"{_describe(subj_req)} {rel} {_describe(ref_req)}",
-              "passed": not reason, "reason": reason}
+              "passed": not reason, "reason": reason, "relation": rel}
+    if found is not None:
+        clause["found_relations"] = found  # both objects drawn, in the wrong place
     return not reason, [clause]
 
 
