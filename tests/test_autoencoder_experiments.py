@@ -191,3 +191,39 @@ def test_experiment_overrides_apply_to_every_variant_and_variants_win(tmp_path):
     a, b = variant_config(spec, "a", 0), variant_config(spec, "b", 0)
     assert (a.train.warmup, a.train.lr, a.train.steps) == (2, 0.001, 40)
     assert (b.train.warmup, b.train.lr, b.train.steps) == (2, 0.0005, 80)  # a variant's own budget
+
+
+def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it(tmp_path):
+    import yaml
+
+    from llmdiff.experiments import write_report
+
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    spec_path = tmp_path / "exp.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
+                                         "suites": ["geneval"], "variants": {"a": {}, "old": {}}}))
+    out = tmp_path / "results" / "t"
+    (out / "variants").mkdir(parents=True)
+
+    def run(variant, seed, outcomes):
+        bench = {"overall": 0.5, "tasks": {"position": {"accuracy": 0.25, "n": 8}}}
+        if outcomes is not None:
+            bench["position_outcomes"] = dict(zip(("right", "mirrored", "other layout", "object missing"), outcomes))
+        (out / "variants" / f"{variant}-s{seed}.json").write_text(json.dumps(
+            {"variant": variant, "seed": seed, "steps": 2, "train_minutes": 1.0,
+             "summaries": {"geneval": {"benchmarks": {"geneval": bench}}}}))
+
+    run("a", 0, (6, 2, 0, 0))
+    run("a", 1, (2, 2, 1, 3))
+    run("old", 0, (1, 1, 0, 6))
+    run("old", 1, None)  # scored before the outcomes were recorded
+    report = write_report(load_spec(spec_path), out)
+    a = report["variants"]["a"]
+    assert a["relations/geneval/right"]["mean"] == 4 and a["relations/geneval/right"]["spread"] == 4
+    assert a["relations/geneval/right side"]["mean"] == pytest.approx((6 / 8 + 2 / 4) / 2)
+    old = report["variants"]["old"]
+    assert old["geneval/overall"]["n"] == 2 and "relations/geneval/right" not in old
+    md = (out / "results.md").read_text()
+    assert "| a | 4.0 ± 2.0 | 2.0 ± 0.0 | 0.5 ± 0.5 | 1.5 ± 1.5 | 0.625 ± 0.125 |" in md
+    assert "| old |" in md.split("prompts with a relation")[0] and "| old |" not in md.split("prompts with a relation")[1]

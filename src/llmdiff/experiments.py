@@ -188,6 +188,13 @@ def _metrics(summary_by_suite: dict) -> dict[str, float]:
             m[f"{suite}/overall"] = b["overall"]
             for tag, t in b["tasks"].items():
                 m[f"{suite}/{tag}"] = t["accuracy"]
+            outcomes = b.get("position_outcomes")
+            if outcomes:  # how the images of prompts with a relation came out (llmdiff eval)
+                for outcome, n in outcomes.items():
+                    m[f"relations/{suite}/{outcome}"] = n
+                on_axis = outcomes["right"] + outcomes["mirrored"]
+                if on_axis:  # the relation's direction read, of the images with both objects on its axis
+                    m[f"relations/{suite}/right side"] = outcomes["right"] / on_axis
         if "position_bias" in s:
             for k, a in enumerate(s["position_bias"]["pair_accuracy"]):
                 if a is not None:
@@ -205,7 +212,8 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
         if not runs:
             continue
         metrics = [_metrics(r["summaries"]) for r in runs]
-        table[variant] = {k: _stat([m[k] for m in metrics]) for k in metrics[0]}
+        shared = [k for k in metrics[0] if all(k in m for m in metrics)]  # runs scored before a metric existed lack it
+        table[variant] = {k: _stat([m[k] for m in metrics]) for k in shared}
         table[variant]["_seeds"] = len(runs)
         trained = [r["train_minutes"] for r in runs if r["train_minutes"] is not None]  # None: an existing model
         table[variant]["_train_minutes"] = _stat(trained) if trained else None
@@ -219,10 +227,10 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
     return report
 
 
-def _fmt(s: dict | None) -> str:
+def _fmt(s: dict | None, digits: int = 3) -> str:
     if s is None:
         return "-"
-    return f"{s['mean']:.3f}" + (f" ± {s['spread'] / 2:.3f}" if s["spread"] is not None else "")
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['spread'] / 2:.{digits}f}" if s["spread"] is not None else "")
 
 
 def _markdown(spec: ExperimentSpec, table: dict) -> str:
@@ -249,6 +257,15 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
         lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"geneval/{t}")) for t in tasks) + " |"
                   for variant, v in table.items()]
+    outcomes = ("right", "mirrored", "other layout", "object missing", "right side")
+    for suite in spec.suites:
+        rows = {variant: v for variant, v in table.items() if f"relations/{suite}/right" in v}
+        if rows:
+            lines += ["", f"Images of {suite}'s prompts with a relation (per run, mean over seeds), and the share drawn on "
+                      "the right side of those with both objects on the relation's axis:", "",
+                      "| variant | " + " | ".join(outcomes) + " |", "|---|" + "---:|" * len(outcomes)]
+            lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"relations/{suite}/{o}"), 3 if o == "right side" else 1)
+                                                     for o in outcomes) + " |" for variant, v in rows.items()]
     bins = [f"position_bias/bin{k}" for k in range(5)]
     if any(bins[0] in v for v in table.values()):
         lines += ["", "Positional bias (pair accuracy by relative position, first to last):", "",
