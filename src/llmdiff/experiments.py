@@ -257,15 +257,17 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
         lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"geneval/{t}")) for t in tasks) + " |"
                   for variant, v in table.items()]
-    outcomes = ("right", "mirrored", "other layout", "object missing", "right side")
+    from .evaluation.scoring import POSITION_OUTCOMES
+
     for suite in spec.suites:
         rows = {variant: v for variant, v in table.items() if f"relations/{suite}/right" in v}
         if rows:
-            lines += ["", f"Images of {suite}'s prompts with a relation (per run, mean over seeds), and the share drawn on "
-                      "the right side of those with both objects on the relation's axis:", "",
-                      "| variant | " + " | ".join(outcomes) + " |", "|---|" + "---:|" * len(outcomes)]
-            lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"relations/{suite}/{o}"), 3 if o == "right side" else 1)
-                                                     for o in outcomes) + " |" for variant, v in rows.items()]
+            cols = POSITION_OUTCOMES + ("right side",)
+            lines += ["", f"Images of {suite}'s prompts with a relation (per run, mean over seeds), and the share "
+                      "drawn on the right side of those with both objects on the relation's axis:", "",
+                      "| variant | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+            cell = lambda v, c: _fmt(v.get(f"relations/{suite}/{c}"), 3 if c == "right side" else 1)  # noqa: E731
+            lines += [f"| {variant} | " + " | ".join(cell(v, c) for c in cols) + " |" for variant, v in rows.items()]
     bins = [f"position_bias/bin{k}" for k in range(5)]
     if any(bins[0] in v for v in table.values()):
         lines += ["", "Positional bias (pair accuracy by relative position, first to last):", "",

@@ -80,9 +80,10 @@ POSITION_OUTCOMES = ("right", "mirrored", "other layout", "object missing")
 
 
 def position_outcome(correct: bool, clauses: list[dict]) -> str | None:
-    """How an image of a prompt with a relation (GenEval position, CompBench spatial) came out: "right", "mirrored" (both objects drawn on the relation's axis,
-    on the wrong sides), "other layout" (both drawn, on the other axis, diagonal or overlapping) or "object
-    missing" (an object not drawn, or not in its colour); None for an image without a relation."""
+    """How an image of a prompt with a relation (GenEval position, CompBench spatial) came out: "right",
+    "mirrored" (both objects drawn on the relation's axis, on the wrong sides), "other layout" (both drawn, on
+    the other axis, diagonal or overlapping) or "object missing" (an object not drawn, or not in its colour);
+    None for an image without a relation."""
     relational = [c for c in clauses if "relation" in c]
     if not relational:
         return None
