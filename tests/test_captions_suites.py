@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmdiff.errors import LLMDiffError
-from llmdiff.shapes.captions import EVAL, PARAPHRASE, TRAIN, TRAIN_RICH, caption
+from llmdiff.shapes.captions import EVAL, PARAPHRASE, PHRASEBOOKS, TRAIN, TRAIN_RICH, caption
 from llmdiff.shapes.suites import (
     HELDOUT_COMPOSITIONS, SUITES, build_suite, contradicting_spec, is_heldout, load_suite, suite_path,
 )
@@ -24,7 +24,7 @@ def _words(book, field):
     return {w for ws in getattr(book, field).values() for w in ws}
 
 
-@pytest.mark.parametrize("phrasebook", ["train", "train-rich", "train-colour-after"])
+@pytest.mark.parametrize("phrasebook", ["train", "train-rich", "train-colour-after", "train-colour-after-subject-first"])
 def test_no_paraphrase_word_or_frame_reaches_training_captions(phrasebook):
     text = " ".join(build_caption_set(3000, 2, seed=5, phrasebook=phrasebook).captions)
     unseen = set()
@@ -52,6 +52,24 @@ def test_colour_after_phrasebook_names_colours_after_their_noun_in_the_training_
     assert 0.3 < len(after) / len(captions) < 0.9
     words = lambda cs: set(re.findall(r"[\w-]+", " ".join(cs)))  # noqa: E731
     assert words(captions) - words(build_caption_set(3000, 2, seed=5).captions) == {"that", "painted"}
+
+
+def test_subject_first_phrasebook_names_a_relations_subject_before_its_reference():
+    book = PHRASEBOOKS["train-colour-after-subject-first"]
+    cs = build_caption_set(3000, 2, seed=5, phrasebook=book.name)
+    relations = [(c, s) for c, s in zip(cs.captions, cs.specs) if s.relations]
+    assert len(relations) > 500
+    for c, s in relations:
+        i, rel, j = s.relations[0]
+        word = lambda o: next(w for w in book.nouns[o.shape] if re.search(rf"\b{w}\b", c))  # noqa: E731
+        subject, reference = s.objects[i], s.objects[j]
+        rel_at = min(c.find(w) for w in book.relations[rel] if w in c)
+        if subject.shape != reference.shape:  # one noun twice says nothing about the order
+            assert c.find(word(subject)) < rel_at < c.rfind(word(reference)), c
+    # everything else is train-colour-after's
+    other = build_caption_set(3000, 2, seed=5, phrasebook="train-colour-after")
+    assert [c for c, s in zip(cs.captions, cs.specs) if not s.relations][:50] == \
+        [c for c, s in zip(other.captions, other.specs) if not s.relations][:50]
 
 
 def test_paraphrase_synonyms_never_appear_in_training_captions():

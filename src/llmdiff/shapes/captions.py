@@ -202,8 +202,16 @@ TRAIN_COLOUR_AFTER = replace(
                       "{size} {noun} painted {color}"),
 )
 
-PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, EVAL, PARAPHRASE)}
-TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after")
+# train-colour-after with every relation said subject first ("A left of B", never "B with A on its left" or "left of
+# B there is A"): in "train" the noun after the relation word is the reference in some frames and the subject in
+# others, so the side a noun goes to depends on the frame, not on its place in the prompt.
+TRAIN_SUBJECT_FIRST = replace(
+    TRAIN_COLOUR_AFTER, name="train-colour-after-subject-first",
+    relation=("{A} {rel} {B}", "there is {A} {rel} {B}", "an image of {A} {rel} {B}"),
+)
+
+PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, EVAL, PARAPHRASE)}
+TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after", "train-colour-after-subject-first")
 
 
 def _pick(rng: np.random.Generator, options):
