@@ -226,4 +226,5 @@ def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it
     assert old["geneval/overall"]["n"] == 2 and "relations/geneval/right" not in old
     md = (out / "results.md").read_text()
     assert "| a | 4.0 ± 2.0 | 2.0 ± 0.0 | 0.5 ± 0.5 | 1.5 ± 1.5 | 0.625 ± 0.125 |" in md
-    assert "| old |" in md.split("prompts with a relation")[0] and "| old |" not in md.split("prompts with a relation")[1]
+    before, relations = md.split("prompts with a relation")
+    assert "| old |" in before and "| old |" not in relations

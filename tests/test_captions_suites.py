@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmdiff.errors import LLMDiffError
-from llmdiff.shapes.captions import EVAL, PARAPHRASE, PHRASEBOOKS, TRAIN, TRAIN_RICH, caption
+from llmdiff.shapes.captions import EVAL, PARAPHRASE, PHRASEBOOKS, TRAIN, TRAIN_RICH, TRAINING_PHRASEBOOKS, caption
 from llmdiff.shapes.suites import (
     HELDOUT_COMPOSITIONS, SUITES, build_suite, contradicting_spec, is_heldout, load_suite, suite_path,
 )
@@ -24,7 +24,7 @@ def _words(book, field):
     return {w for ws in getattr(book, field).values() for w in ws}
 
 
-@pytest.mark.parametrize("phrasebook", ["train", "train-rich", "train-colour-after", "train-colour-after-subject-first"])
+@pytest.mark.parametrize("phrasebook", TRAINING_PHRASEBOOKS)
 def test_no_paraphrase_word_or_frame_reaches_training_captions(phrasebook):
     text = " ".join(build_caption_set(3000, 2, seed=5, phrasebook=phrasebook).captions)
     unseen = set()
