@@ -140,10 +140,11 @@ def score_spatial(detections: list[Detection], entry: dict) -> tuple[bool, list[
         dx, dy = ax - bx, ay - by
         along = {"left of": -dx, "right of": dx, "above": -dy, "below": dy}[rel]
         across = abs(dy) if rel in ("left of", "right of") else abs(dx)
-        if not (along > 0 and along > across and box_iou(a.bbox, b.bbox) < 0.5):
+        overlapping = box_iou(a.bbox, b.bbox) >= 0.5
+        if not (along > 0 and along > across and not overlapping):
             reason = f"expected {_describe(subj_req)} {rel} {_describe(ref_req)}"
             # the one relation the same rule reads in the drawing (none for overlapping or centred boxes)
-            found = ([] if box_iou(a.bbox, b.bbox) >= 0.5 or dx == dy == 0 else
+            found = ([] if overlapping or dx == dy == 0 else
                      [("left of" if dx < 0 else "right of") if abs(dx) > abs(dy) else ("above" if dy < 0 else "below")])
     clause = {"kind": "include", "index": 1, "clause": f"{_describe(subj_req)} {rel} {_describe(ref_req)}",
               "passed": not reason, "reason": reason, "relation": rel}
