@@ -1,0 +1,122 @@
+"""What a trained LI-DiT's text side tells the subject of a relation about where it goes.
+
+    python scripts/relation_tokens.py models/shapes-lidit [MORE MODELS] --out docs/lidit/relation_tokens \
+        [--names default,...]
+
+For prompt pairs that differ only in the relation's direction ("a circle to the left of a square" against
+"... to the right of ..."), the tokens the denoiser cross-attends to are compared position by position
+(1 - cosine similarity), split into the tokens before the relation word (the subject), the relation word
+itself, and the tokens after it (the reference): once as the text side's input (the LLM's features after
+the connector's standardisation and projection) and once as its output (after the token refiner), at the
+probe's high and middle noise levels (the refiner is conditioned on the timestep). A causal LLM's subject
+tokens are the same in both prompts; only a bidirectional refiner (or an echoed prompt) can tell them the
+direction, and this measures how much it does.
+
+Writes tokens.json and tokens.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from llmdiff.cli import run_script
+from llmdiff.errors import LLMDiffError
+from llmdiff.evaluation.probe import NOISE_LEVELS, _differing_token, prompt_tokens
+from llmdiff.pipelines import load_pipeline
+from llmdiff.utils import atomic_write_text
+
+PAIRS = [
+    ("a photo of a circle to the left of a square", "a photo of a circle to the right of a square"),
+    ("a photo of a triangle to the right of a cross", "a photo of a triangle to the left of a cross"),
+    ("a photo of a square above a triangle", "a photo of a square below a triangle"),
+    ("a red circle to the left of a blue square", "a red circle to the right of a blue square"),
+    ("a green cross below a yellow triangle", "a green cross above a yellow triangle"),
+]
+PARTS = ("subject", "relation", "reference")
+LEVELS = ("high", "middle")
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).clamp_min(0)
+
+
+def _parts(d: torch.Tensor, first: int, n: int) -> dict[str, float]:
+    """Mean distance over the tokens before the first differing token, that token, and the rest of the prompt."""
+    return {"subject": float(d[:first].mean()), "relation": float(d[first]), "reference": float(d[first + 1:n].mean())}
+
+
+@torch.no_grad()
+def measure(pipe) -> list[dict]:
+    model = pipe.denoiser
+    if not hasattr(model, "text"):
+        raise LLMDiffError(f"{type(model).__name__} has no token refiner to measure; give LI-DiT model folders")
+    if len(pipe.load_encoders()) != 1:
+        raise LLMDiffError("relation_tokens.py measures LI-DiT models reading one LLM; this one reads "
+                           f"{len(pipe.load_encoders())}")
+    rows = []
+    for a, b in PAIRS:
+        texts, _ = pipe.encode_prompt([a, b], None, False, 1)
+        if len(prompt_tokens(pipe, a)) != len(prompt_tokens(pipe, b)):
+            raise LLMDiffError(f"the pair {a!r} / {b!r} must have as many tokens in both prompts")
+        # prompt_tokens counts the learnt null token in front, which the text side's output does not have
+        first = _differing_token(pipe, a, b) - 1
+        start = prompt_tokens(pipe, a)[0][0] - 1
+        n = len(prompt_tokens(pipe, a))
+        text = texts[0]
+        raw = model.text.connectors[0](text.features) * text.mask[..., None]
+        row = {"a": a, "b": b, "input": _parts(_distance(raw[0], raw[1])[start:], first - start, n)}
+        for level in LEVELS:
+            t = torch.full((2,), NOISE_LEVELS[level] * 1000)
+            tokens, _ = model.text(texts, t)
+            row[level] = _parts(_distance(tokens[0], tokens[1])[start:], first - start, n)
+        rows.append(row)
+    return rows
+
+
+def _mean(rows: list[dict], key: str, part: str) -> float:
+    return sum(r[key][part] for r in rows) / len(rows)
+
+
+def write(results: dict[str, list[dict]], out: Path) -> None:
+    atomic_write_text(out / "tokens.json", json.dumps(results, indent=2) + "\n")
+    lines = ["# What the text side tells a relation's subject", "",
+             "1 − cosine similarity between the tokens of two prompts that differ only in the relation's "
+             "direction, per part of the prompt, averaged over the pairs: the text side's input (the LLM's "
+             "features, standardised and projected) and its output after the token refiner at high (0.9) and "
+             "middle (0.5) noise. `python scripts/relation_tokens.py MODEL ... --out DIR`.", "",
+             "| model | part | input | refined, high noise | refined, middle noise |", "|---|---|---:|---:|---:|"]
+    for name, rows in results.items():
+        for part in PARTS:
+            lines.append(f"| {name} | {part} | {_mean(rows, 'input', part):.4f} | {_mean(rows, 'high', part):.4f} "
+                         f"| {_mean(rows, 'middle', part):.4f} |")
+    lines += ["", "Per pair (subject / relation / reference):", ""]
+    for name, rows in results.items():
+        lines += [f"**{name}**", ""]
+        for r in rows:
+            cells = "; ".join(f"{key} " + " / ".join(f"{r[key][p]:.4f}" for p in PARTS) for key in ("input",) + LEVELS)
+            lines.append(f"- \"{r['a']}\" against \"{r['b']}\": {cells}")
+        lines.append("")
+    atomic_write_text(out / "tokens.md", "\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", type=Path, nargs="+", help="LI-DiT model folders")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--names", help="comma-separated names for the models in the report (default: their paths)")
+    args = p.parse_args()
+    names = args.names.split(",") if args.names else [str(m) for m in args.models]
+    if len(names) != len(args.models):
+        p.error(f"--names has {len(names)} names for {len(args.models)} models; give one name per model")
+    results = {name: measure(load_pipeline(m)) for name, m in zip(names, args.models)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write(results, args.out)
+    print((args.out / "tokens.md").read_text())
+
+
+if __name__ == "__main__":
+    run_script(main)
