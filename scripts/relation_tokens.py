@@ -50,30 +50,37 @@ def _parts(d: torch.Tensor, first: int, n: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def measure(pipe) -> list[dict]:
+def measure(pipe) -> dict[str, list[dict]]:
+    """Per text stream (one per LLM reading, e.g. "gemma3-270m" and "gemma3-270m echo"), the rows of every pair."""
     model = pipe.denoiser
     if not hasattr(model, "text"):
         raise LLMDiffError(f"{type(model).__name__} has no token refiner to measure; give LI-DiT model folders")
-    if len(pipe.load_encoders()) != 1:
-        raise LLMDiffError("relation_tokens.py measures LI-DiT models reading one LLM; this one reads "
-                           f"{len(pipe.load_encoders())}")
-    rows = []
+    encoders = pipe.load_encoders()
+    if len({e.tokenizer.name_or_path for e in encoders}) > 1:
+        raise LLMDiffError("relation_tokens.py compares token positions, so every LLM the model reads must share "
+                           "one tokenizer; this model's do not")
+    names = [f"{k}: {e.config.model}" + (" echo" if e.config.echo else "") for k, e in enumerate(encoders)]
+    rows: dict[str, list[dict]] = {name: [] for name in names}
     for a, b in PAIRS:
         texts, _ = pipe.encode_prompt([a, b], None, False, 1)
         if len(prompt_tokens(pipe, a)) != len(prompt_tokens(pipe, b)):
             raise LLMDiffError(f"the pair {a!r} / {b!r} must have as many tokens in both prompts")
+        if len(texts) > 1 and any(t.prompt_mask is not None for t in texts):
+            raise LLMDiffError("relation_tokens.py measures several LLM streams only when none keeps an instruction")
         # prompt_tokens counts the learnt null token in front, which the text side's output does not have
         first = _differing_token(pipe, a, b) - 1
         start = prompt_tokens(pipe, a)[0][0] - 1
         n = len(prompt_tokens(pipe, a))
-        text = texts[0]
-        raw = model.text.connectors[0](text.features) * text.mask[..., None]
-        row = {"a": a, "b": b, "input": _parts(_distance(raw[0], raw[1])[start:], first - start, n)}
-        for level in LEVELS:
-            t = torch.full((2,), NOISE_LEVELS[level] * 1000)
-            tokens, _ = model.text(texts, t)
-            row[level] = _parts(_distance(tokens[0], tokens[1])[start:], first - start, n)
-        rows.append(row)
+        inputs = [conn(t.features) * t.mask[..., None] for conn, t in zip(model.text.connectors, texts)]
+        outputs = {level: model.text(texts, torch.full((2,), NOISE_LEVELS[level] * 1000))[0] for level in LEVELS}
+        offset = 0
+        for name, x in zip(names, inputs):  # the text side concatenates its streams along the sequence
+            row = {"a": a, "b": b, "input": _parts(_distance(x[0], x[1])[start:], first - start, n)}
+            for level, tokens in outputs.items():
+                y = tokens[:, offset:offset + x.shape[1]]
+                row[level] = _parts(_distance(y[0], y[1])[start:], first - start, n)
+            rows[name].append(row)
+            offset += x.shape[1]
     return rows
 
 
@@ -81,25 +88,29 @@ def _mean(rows: list[dict], key: str, part: str) -> float:
     return sum(r[key][part] for r in rows) / len(rows)
 
 
-def write(results: dict[str, list[dict]], out: Path) -> None:
+def write(results: dict[str, dict[str, list[dict]]], out: Path) -> None:
     atomic_write_text(out / "tokens.json", json.dumps(results, indent=2) + "\n")
     lines = ["# What the text side tells a relation's subject", "",
              "1 − cosine similarity between the tokens of two prompts that differ only in the relation's "
              "direction, per part of the prompt, averaged over the pairs: the text side's input (the LLM's "
              "features, standardised and projected) and its output after the token refiner at high (0.9) and "
              "middle (0.5) noise. `python scripts/relation_tokens.py MODEL ... --out DIR`.", "",
-             "| model | part | input | refined, high noise | refined, middle noise |", "|---|---|---:|---:|---:|"]
-    for name, rows in results.items():
-        for part in PARTS:
-            lines.append(f"| {name} | {part} | {_mean(rows, 'input', part):.4f} | {_mean(rows, 'high', part):.4f} "
-                         f"| {_mean(rows, 'middle', part):.4f} |")
+             "| model | stream | part | input | refined, high noise | refined, middle noise |",
+             "|---|---|---|---:|---:|---:|"]
+    for name, streams in results.items():
+        for stream, rows in streams.items():
+            for part in PARTS:
+                lines.append(f"| {name} | {stream} | {part} | {_mean(rows, 'input', part):.4f} "
+                             f"| {_mean(rows, 'high', part):.4f} | {_mean(rows, 'middle', part):.4f} |")
     lines += ["", "Per pair (subject / relation / reference):", ""]
-    for name, rows in results.items():
-        lines += [f"**{name}**", ""]
-        for r in rows:
-            cells = "; ".join(f"{key} " + " / ".join(f"{r[key][p]:.4f}" for p in PARTS) for key in ("input",) + LEVELS)
-            lines.append(f"- \"{r['a']}\" against \"{r['b']}\": {cells}")
-        lines.append("")
+    for name, streams in results.items():
+        for stream, rows in streams.items():
+            lines += [f"**{name}**, {stream}", ""]
+            for r in rows:
+                cells = "; ".join(f"{key} " + " / ".join(f"{r[key][p]:.4f}" for p in PARTS)
+                                  for key in ("input",) + LEVELS)
+                lines.append(f"- \"{r['a']}\" against \"{r['b']}\": {cells}")
+            lines.append("")
     atomic_write_text(out / "tokens.md", "\n".join(lines))
 
 
