@@ -25,7 +25,7 @@ import torch
 
 from llmdiff.cli import run_script
 from llmdiff.errors import LLMDiffError
-from llmdiff.evaluation.probe import NOISE_LEVELS, _differing_token, prompt_tokens
+from llmdiff.evaluation.probe import NOISE_LEVELS, differing_token, prompt_tokens
 from llmdiff.pipelines import load_pipeline
 from llmdiff.utils import atomic_write_text
 
@@ -68,7 +68,7 @@ def measure(pipe) -> dict[str, list[dict]]:
         if len(texts) > 1 and any(t.prompt_mask is not None for t in texts):
             raise LLMDiffError("relation_tokens.py measures several LLM streams only when none keeps an instruction")
         # prompt_tokens counts the learnt null token in front, which the text side's output does not have
-        first = _differing_token(pipe, a, b) - 1
+        first = differing_token(pipe, a, b) - 1
         start = prompt_tokens(pipe, a)[0][0] - 1
         n = len(prompt_tokens(pipe, a))
         inputs = [conn(t.features) * t.mask[..., None] for conn, t in zip(model.text.connectors, texts)]

@@ -63,7 +63,7 @@ def prompt_tokens(pipe, prompt: str) -> list[tuple[int, str]]:
     return [(1 + lead + j, tok.decode([i])) for j, i in enumerate(ids)]
 
 
-def _differing_token(pipe, a: str, b: str) -> int:
+def differing_token(pipe, a: str, b: str) -> int:
     """Index of the first token of A that differs from B, in the text sequence the model attends to."""
     ta, tb = prompt_tokens(pipe, a), prompt_tokens(pipe, b)
     j = next((k for k, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
@@ -203,7 +203,7 @@ def text_sensitivity(pipe, pairs: list[tuple[str, str, str]] | None = None, n_im
             tb = [t.select(slice(n_images, None)) for t in texts]
             x0 = pipe(prompt_embeds=ta, generator=generators_for([seed * 1000 + i for i in range(n_images)]),
                       output_type="latent").images
-            token = _differing_token(pipe, a, b)
+            token = differing_token(pipe, a, b)
             gen = torch.Generator().manual_seed(seed)
             noise = torch.randn(x0.shape, generator=gen)
             row = {"kind": kind, "a": a, "b": b, "token": token, "levels": {}}
