@@ -12,6 +12,11 @@ probe's high and middle noise levels (the refiner is conditioned on the timestep
 tokens are the same in both prompts; only a bidirectional refiner (or an echoed prompt) can tell them the
 direction, and this measures how much it does.
 
+The image side needs the other half: a cross-attention query has to know where it is to take the subject
+or the reference. For each block with cross-attention, a ridge read-out of the token's column and row from
+the query's input (the normalised residual stream), fitted on half of 16 noised images and scored (R^2) on
+the other half, at the same two noise levels.
+
 Writes tokens.json and tokens.md.
 """
 
@@ -84,27 +89,83 @@ def measure(pipe) -> dict[str, list[dict]]:
     return rows
 
 
+@torch.no_grad()
+def position_readout(pipe, n_images: int = 16, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """{block: {level: {"column": R^2, "row": R^2}}} of a linear read-out of each image token's grid position
+    from its cross-attention query input."""
+    from llmdiff.denoisers.lidit import LIDiTBlock
+    from llmdiff.diffusion import add_noise
+
+    model = pipe.denoiser
+    inputs: dict[str, list[torch.Tensor]] = {}
+    hooks = [block.norm2.register_forward_hook(lambda m, a, out, name=name: inputs.setdefault(name, []).append(out))
+             for name, block in model.named_modules() if isinstance(block, LIDiTBlock) and not block.joint]
+    prompts = [a for a, _ in PAIRS] * (n_images // len(PAIRS) + 1)
+    texts, _ = pipe.encode_prompt(prompts[:n_images], None, False, 1)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = pipe(prompt_embeds=texts, generator=gen, output_type="latent").images
+    try:
+        for level in LEVELS:
+            noise = torch.randn(x0.shape, generator=gen)
+            model(*add_noise(model.config.objective, x0, noise, torch.full((n_images,), NOISE_LEVELS[level])), texts)
+    finally:
+        for h in hooks:
+            h.remove()
+    half = n_images // 2
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, per_level in inputs.items():
+        out[name] = {}
+        for level, x in zip(LEVELS, per_level):
+            side = int(round(x.shape[1] ** 0.5))
+            grid = torch.arange(x.shape[1])
+            out[name][level] = {axis: _ridge_r2(x[:half], x[half:], target)
+                                for axis, target in (("column", grid % side), ("row", grid // side))}
+        out[name]["grid"] = f"{side}x{side}"
+    return out
+
+
+def _ridge_r2(train: torch.Tensor, test: torch.Tensor, target: torch.Tensor, alpha: float = 0.1) -> float:
+    """R^2 on `test` (B, N, D) of a ridge regression of the per-token `target` (N,) fitted on `train`."""
+    def design(x):
+        x = x.reshape(-1, x.shape[-1])
+        return torch.cat([x, torch.ones(len(x), 1)], 1)
+
+    a, y = design(train), target.repeat(len(train)).float()
+    w = torch.linalg.solve(a.T @ a + alpha * torch.eye(a.shape[1]), a.T @ y)
+    y_test = target.repeat(len(test)).float()
+    return float(1 - ((design(test) @ w - y_test) ** 2).mean() / y_test.var())
+
+
 def _mean(rows: list[dict], key: str, part: str) -> float:
     return sum(r[key][part] for r in rows) / len(rows)
 
 
-def write(results: dict[str, dict[str, list[dict]]], out: Path) -> None:
+def write(results: dict[str, dict], out: Path) -> None:
     atomic_write_text(out / "tokens.json", json.dumps(results, indent=2) + "\n")
-    lines = ["# What the text side tells a relation's subject", "",
+    lines = ["# A relation's side: what the text tells its subject, and whether the image tokens know where "
+             "they are", "",
              "1 − cosine similarity between the tokens of two prompts that differ only in the relation's "
              "direction, per part of the prompt, averaged over the pairs: the text side's input (the LLM's "
              "features, standardised and projected) and its output after the token refiner at high (0.9) and "
              "middle (0.5) noise. `python scripts/relation_tokens.py MODEL ... --out DIR`.", "",
              "| model | stream | part | input | refined, high noise | refined, middle noise |",
              "|---|---|---|---:|---:|---:|"]
-    for name, streams in results.items():
-        for stream, rows in streams.items():
+    for name, result in results.items():
+        for stream, rows in result["tokens"].items():
             for part in PARTS:
                 lines.append(f"| {name} | {stream} | {part} | {_mean(rows, 'input', part):.4f} "
                              f"| {_mean(rows, 'high', part):.4f} | {_mean(rows, 'middle', part):.4f} |")
+    lines += ["", "Whether the image tokens know where they are: R^2 of a linear read-out of each token's column "
+              "and row from its cross-attention query input (held-out images), per block:", "",
+              "| model | block | grid | column, high noise | row, high noise | column, middle noise "
+              "| row, middle noise |", "|---|---|---|---:|---:|---:|---:|"]
+    for name, result in results.items():
+        for block, levels in result["positions"].items():
+            cells = " | ".join(f"{levels[level][axis]:.3f}" for level in LEVELS for axis in ("column", "row"))
+            lines.append(f"| {name} | {block} | {levels['grid']} | {cells} |")
     lines += ["", "Per pair (subject / relation / reference):", ""]
-    for name, streams in results.items():
-        for stream, rows in streams.items():
+    for name, result in results.items():
+        for stream, rows in result["tokens"].items():
             lines += [f"**{name}**, {stream}", ""]
             for r in rows:
                 cells = "; ".join(f"{key} " + " / ".join(f"{r[key][p]:.4f}" for p in PARTS)
@@ -123,7 +184,10 @@ def main() -> None:
     names = args.names.split(",") if args.names else [str(m) for m in args.models]
     if len(names) != len(args.models):
         p.error(f"--names has {len(names)} names for {len(args.models)} models; give one name per model")
-    results = {name: measure(load_pipeline(m)) for name, m in zip(names, args.models)}
+    results = {}
+    for name, folder in zip(names, args.models):
+        pipe = load_pipeline(folder)
+        results[name] = {"tokens": measure(pipe), "positions": position_readout(pipe)}
     args.out.mkdir(parents=True, exist_ok=True)
     write(results, args.out)
     print((args.out / "tokens.md").read_text())
