@@ -17,6 +17,13 @@ or the reference. For each block with cross-attention, a ridge read-out of the t
 the query's input (the normalised residual stream), fitted on half of 16 noised images and scored (R^2) on
 the other half, at the same two noise levels.
 
+And the output: at the highest noise levels the model's predicted clean image is its guess of the mean image
+for the prompt, which for "a red circle to the left of a blue square" has more red on the left. For a
+horizontal and a vertical relation with a red subject and a blue reference, the red-minus-blue difference
+between the subject's half of the predicted image and the other half (64 noise draws), once for each
+direction of the relation: a model that reads the direction gives a positive number for both; one that does
+not draws the same mean image for both prompts, so the two numbers have opposite signs.
+
 Writes tokens.json and tokens.md.
 """
 
@@ -136,6 +143,44 @@ def _ridge_r2(train: torch.Tensor, test: torch.Tensor, target: torch.Tensor, alp
     return float(1 - ((design(test) @ w - y_test) ** 2).mean() / y_test.var())
 
 
+SIDE_PAIRS = [("a red circle to the left of a blue square", "a red circle to the right of a blue square"),
+              ("a red circle above a blue square", "a red circle below a blue square")]
+SIDE_LEVELS = (0.999, 0.97, 0.9)
+
+
+@torch.no_grad()
+def mean_side(pipe, n: int = 64, seed: int = 0) -> list[dict]:
+    """Per relation and noise level: red-minus-blue in the subject's half minus the other half of the predicted
+    clean image, for the prompt as written and for the opposite direction."""
+    from llmdiff.diffusion import add_noise, predicted_clean
+
+    model = pipe.denoiser
+    objective = model.config.objective
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for a, b in SIDE_PAIRS:
+        texts, _ = pipe.encode_prompt([a, b], None, False, n)
+        ta, tb = [t.select(slice(0, n)) for t in texts], [t.select(slice(n, None)) for t in texts]
+        shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
+        row = {"a": a, "b": b, "levels": {}}
+        for level in SIDE_LEVELS:
+            lv = torch.full((n,), level)
+            x_t, t = add_noise(objective, torch.zeros(n, *shape), torch.randn(n, *shape, generator=gen), lv)
+            sides = []
+            for texts_k, first_half in ((ta, True), (tb, False)):  # the subject is in the first half for a
+                x0 = predicted_clean(objective, x_t, model(x_t, t, texts_k), lv)
+                if pipe.codec is not None:
+                    x0 = pipe.codec.decode(x0)
+                red = x0[:, 0] - x0[:, 2]
+                axis = -1 if "left" in a else -2  # columns for left/right, rows for above/below
+                half = red.shape[axis] // 2
+                near, far = red.narrow(axis, 0, half).mean(), red.narrow(axis, half, half).mean()
+                sides.append(float((near - far) if first_half else (far - near)))
+            row["levels"][str(level)] = {"as_written": sides[0], "opposite": sides[1]}
+        rows.append(row)
+    return rows
+
+
 def _mean(rows: list[dict], key: str, part: str) -> float:
     return sum(r[key][part] for r in rows) / len(rows)
 
@@ -163,6 +208,14 @@ def write(results: dict[str, dict], out: Path) -> None:
         for block, levels in result["positions"].items():
             cells = " | ".join(f"{levels[level][axis]:.3f}" for level in LEVELS for axis in ("column", "row"))
             lines.append(f"| {name} | {block} | {levels['grid']} | {cells} |")
+    lines += ["", "Whether the predicted clean image at the highest noise levels puts the red subject on its side: "
+              "red − blue in the subject's half minus the other half (64 noise draws), for each direction of "
+              "the relation (positive: on its side; opposite signs: the same mean image for both directions):", "",
+              "| model | relation | noise | as written | opposite direction |", "|---|---|---:|---:|---:|"]
+    for name, result in results.items():
+        for row in result["side"]:
+            for level, v in row["levels"].items():
+                lines.append(f"| {name} | {row['a']} | {level} | {v['as_written']:+.3f} | {v['opposite']:+.3f} |")
     lines += ["", "Per pair (subject / relation / reference):", ""]
     for name, result in results.items():
         for stream, rows in result["tokens"].items():
@@ -187,7 +240,7 @@ def main() -> None:
     results = {}
     for name, folder in zip(names, args.models):
         pipe = load_pipeline(folder)
-        results[name] = {"tokens": measure(pipe), "positions": position_readout(pipe)}
+        results[name] = {"tokens": measure(pipe), "positions": position_readout(pipe), "side": mean_side(pipe)}
     args.out.mkdir(parents=True, exist_ok=True)
     write(results, args.out)
     print((args.out / "tokens.md").read_text())
