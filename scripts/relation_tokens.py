@@ -1,4 +1,4 @@
-"""What a trained LI-DiT's text side tells the subject of a relation about where it goes.
+"""Where a trained LI-DiT loses a relation's side: the text, the image tokens, or its first guess.
 
     python scripts/relation_tokens.py models/shapes-lidit [MORE MODELS] --out docs/lidit/relation_tokens \
         [--names default,...]
@@ -97,9 +97,9 @@ def measure(pipe) -> dict[str, list[dict]]:
 
 
 @torch.no_grad()
-def position_readout(pipe, n_images: int = 16, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """{block: {level: {"column": R^2, "row": R^2}}} of a linear read-out of each image token's grid position
-    from its cross-attention query input."""
+def position_readout(pipe, n_images: int = 16, seed: int = 0) -> dict[str, dict]:
+    """{block: {level: {"column": R^2, "row": R^2}, "grid": "HxW"}} of a linear read-out of each image token's
+    grid position from its cross-attention query input."""
     from llmdiff.denoisers.lidit import LIDiTBlock
     from llmdiff.diffusion import add_noise
 
@@ -119,7 +119,7 @@ def position_readout(pipe, n_images: int = 16, seed: int = 0) -> dict[str, dict[
         for h in hooks:
             h.remove()
     half = n_images // 2
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    out: dict[str, dict] = {}
     for name, per_level in inputs.items():
         out[name] = {}
         for level, x in zip(LEVELS, per_level):
@@ -167,7 +167,8 @@ def mean_side(pipe, n: int = 64, seed: int = 0) -> list[dict]:
             lv = torch.full((n,), level)
             x_t, t = add_noise(objective, torch.zeros(n, *shape), torch.randn(n, *shape, generator=gen), lv)
             sides = []
-            for texts_k, first_half in ((ta, True), (tb, False)):  # the subject is in the first half for a
+            # a's subject belongs in the first half (left, top), b's in the second
+            for texts_k, first_half in ((ta, True), (tb, False)):
                 x0 = predicted_clean(objective, x_t, model(x_t, t, texts_k), lv)
                 if pipe.codec is not None:
                     x0 = pipe.codec.decode(x0)
