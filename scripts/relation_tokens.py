@@ -22,7 +22,8 @@ for the prompt, which for "a red circle to the left of a blue square" has more r
 horizontal and a vertical relation with a red subject and a blue reference, the red-minus-blue difference
 between the subject's half of the predicted image and the other half (64 noise draws), once for each
 direction of the relation: a model that reads the direction gives a positive number for both; one that does
-not draws the same mean image for both prompts, so the two numbers have opposite signs.
+not draws the same mean image for both prompts, so the two numbers have opposite signs. This part works for
+any denoiser (a U-Net too); the first two need an LI-DiT.
 
 Writes tokens.json and tokens.md.
 """
@@ -231,7 +232,9 @@ def write(results: dict[str, dict], out: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", type=Path, nargs="+", help="LI-DiT model folders")
+    p.add_argument("models", type=Path, nargs="+",
+                   help="model folders (the token and position tables need LI-DiT models; other denoisers get the "
+                        "high-noise table only)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--names", help="comma-separated names for the models in the report (default: their paths)")
     args = p.parse_args()
@@ -241,7 +244,9 @@ def main() -> None:
     results = {}
     for name, folder in zip(names, args.models):
         pipe = load_pipeline(folder)
-        results[name] = {"tokens": measure(pipe), "positions": position_readout(pipe), "side": mean_side(pipe)}
+        lidit = hasattr(pipe.denoiser, "text")  # the token and position measurements need LI-DiT's text side and blocks
+        results[name] = {"tokens": measure(pipe) if lidit else {}, "positions": position_readout(pipe) if lidit else {},
+                         "side": mean_side(pipe)}
     args.out.mkdir(parents=True, exist_ok=True)
     write(results, args.out)
     print((args.out / "tokens.md").read_text())
