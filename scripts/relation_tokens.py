@@ -76,14 +76,14 @@ def measure(pipe) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {name: [] for name in names}
     for a, b in PAIRS:
         texts, _ = pipe.encode_prompt([a, b], None, False, 1)
-        if len(prompt_tokens(pipe, a)) != len(prompt_tokens(pipe, b)):
+        tokens_a = prompt_tokens(pipe, a)
+        if len(tokens_a) != len(prompt_tokens(pipe, b)):
             raise LLMDiffError(f"the pair {a!r} / {b!r} must have as many tokens in both prompts")
         if len(texts) > 1 and any(t.prompt_mask is not None for t in texts):
             raise LLMDiffError("relation_tokens.py measures several LLM streams only when none keeps an instruction")
         # prompt_tokens counts the learnt null token in front, which the text side's output does not have
         first = differing_token(pipe, a, b) - 1
-        start = prompt_tokens(pipe, a)[0][0] - 1
-        n = len(prompt_tokens(pipe, a))
+        start, n = tokens_a[0][0] - 1, len(tokens_a)
         inputs = [conn(t.features) * t.mask[..., None] for conn, t in zip(model.text.connectors, texts)]
         outputs = {level: model.text(texts, torch.full((2,), NOISE_LEVELS[level] * 1000))[0] for level in LEVELS}
         offset = 0
@@ -157,12 +157,13 @@ def mean_side(pipe, n: int = 64, seed: int = 0) -> list[dict]:
 
     model = pipe.denoiser
     objective = model.config.objective
+    shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for a, b in SIDE_PAIRS:
         texts, _ = pipe.encode_prompt([a, b], None, False, n)
         ta, tb = [t.select(slice(0, n)) for t in texts], [t.select(slice(n, None)) for t in texts]
-        shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
+        axis = -1 if "left" in a else -2  # columns for left/right, rows for above/below
         row = {"a": a, "b": b, "levels": {}}
         for level in SIDE_LEVELS:
             lv = torch.full((n,), level)
@@ -174,7 +175,6 @@ def mean_side(pipe, n: int = 64, seed: int = 0) -> list[dict]:
                 if pipe.codec is not None:
                     x0 = pipe.codec.decode(x0)
                 red = x0[:, 0] - x0[:, 2]
-                axis = -1 if "left" in a else -2  # columns for left/right, rows for above/below
                 half = red.shape[axis] // 2
                 near, far = red.narrow(axis, 0, half).mean(), red.narrow(axis, half, half).mean()
                 sides.append(float((near - far) if first_half else (far - near)))

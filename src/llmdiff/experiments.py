@@ -259,10 +259,10 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
                   for variant, v in table.items()]
     from .evaluation.scoring import POSITION_OUTCOMES
 
+    cols = POSITION_OUTCOMES + ("right side",)
     for suite in spec.suites:
         rows = {variant: v for variant, v in table.items() if f"relations/{suite}/right" in v}
         if rows:
-            cols = POSITION_OUTCOMES + ("right side",)
             lines += ["", f"Images of {suite}'s prompts with a relation (per run, mean over seeds), and the share "
                       "drawn on the right side of those with both objects on the relation's axis:", "",
                       "| variant | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
