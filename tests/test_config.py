@@ -38,3 +38,17 @@ def test_every_shipped_config_and_experiment_variant_uses_only_what_its_kind_rea
         for name, overrides in spec.variants.items():
             if "_model" not in overrides:  # a shipped model reused as is
                 variant_config(spec, name, 0)
+
+
+def test_train_takes_dotted_overrides_before_and_after_its_options(monkeypatch, capsys):
+    from llmdiff import cli
+
+    seen = {}
+    monkeypatch.setitem(cli.COMMANDS, "train", lambda args: seen.update(vars(args)))
+    assert cli.main(["train", "c.yaml", "train.steps=3", "--run-dir", "r", "train.lr=0.1", "--resume"]) == 0
+    assert seen["overrides"] == ["train.steps=3", "train.lr=0.1"]
+    assert (seen["run_dir"], seen["resume"]) == ("r", True)
+    assert cli.main(["train", "c.yaml", "--run-dir", "r", "--steps=3"]) == 2  # an unknown option stays an error
+    assert "unrecognized arguments: --steps=3" in capsys.readouterr().err
+    assert cli.main(["eval", "--images", "i", "--out", "o", "x=1"]) == 2  # commands without overrides refuse them
+    assert "unrecognized arguments: x=1" in capsys.readouterr().err

@@ -505,8 +505,15 @@ def run_script(main) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse ends a positional list at the first option, so `train CONFIG --run-dir R train.steps=9`
+        # leaves the overrides after the option unparsed; they are overrides all the same
+        if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = args.overrides + extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as e:
         print(_one_line(e), file=sys.stderr)
         return 2
