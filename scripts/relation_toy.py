@@ -53,10 +53,17 @@ def write_toy(out: Path, wording: str = "to the", images_per_caption: int = 128,
     rows, prompts = [], []
     for text, subject, reference, relation in captions(wording):
         spec = SceneSpec((subject, reference), ((0, relation, 1),))
-        for _ in range(images_per_caption):
+        images = [render(spec, rng, resolution).image for _ in range(images_per_caption)]
+        for image in images:
             name = f"images/{len(rows):04d}.png"
-            Image.fromarray(render(spec, rng, resolution).image).save(out / name)
+            Image.fromarray(image).save(out / name)
             rows.append(json.dumps({"file_name": name, "text": text}))
+        # what a model's high-noise guess would hold if it read the caption (relation_tokens.py's measure)
+        red_minus_blue = (np.mean(images, axis=0, dtype=float) / 127.5 - 1) @ np.array([1.0, 0.0, -1.0])
+        half = resolution // 2
+        red_side = 1 if (subject is RED_CIRCLE) == (relation == "left of") else -1  # +1: red belongs on the left
+        side = red_side * (red_minus_blue[:, :half].mean() - red_minus_blue[:, half:].mean())
+        print(f"{text}: the mean image's red - blue, red's half minus the other, {side:+.3f}")
         # the evaluator's relation format (compbench's spatial prompts): the reference first, then the subject
         include = [clause(reference), {**clause(subject), "position": [relation, 0]}]
         prompts.append(json.dumps({"tag": "spatial", "include": include, "prompt": text, "benchmark": "compbench",
