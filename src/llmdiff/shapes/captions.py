@@ -218,7 +218,7 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _article(next_word: str) -> str:
+def article(next_word: str) -> str:
     return "an" if next_word[:1].lower() in "aeiou" else "a"
 
 
@@ -231,7 +231,7 @@ def noun_phrase(o: ObjectSpec, book: Phrasebook, rng: np.random.Generator) -> st
     if not color:  # frames such as "{noun} in {color}" only read well with a colour
         frame = STANDARD_ATTRIBUTES
     words = " ".join(frame.format(size=size, color=color, noun=noun).split())
-    return f"{_article(words)} {words}"
+    return f"{article(words)} {words}"
 
 
 def count_phrase(o: ObjectSpec, n: int, book: Phrasebook, rng: np.random.Generator) -> tuple[str, str]:
