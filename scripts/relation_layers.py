@@ -33,10 +33,10 @@ FRAMES = {"A to the left of B": "{A} to the {d} of {B}", "A left of B": "{A} {d}
 
 def frame_prompts(frame: str, n_pairs: int, rng: np.random.Generator) -> list[str]:
     """left, right, left, right, ... for n_pairs random pairs of distinct coloured shapes."""
-    out = []
+    out, colors = [], list(COLORS)
     for _ in range(n_pairs):
         a, b = (SHAPES[k] for k in rng.choice(len(SHAPES), 2, replace=False))
-        ca, cb = (list(COLORS)[k] for k in rng.choice(len(COLORS), 2, replace=False))
+        ca, cb = (colors[k] for k in rng.choice(len(colors), 2, replace=False))
         out += [frame.format(A=f"a {ca} {a}", B=f"a {cb} {b}", d=d) for d in ("left", "right")]
     return out
 
