@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -286,6 +288,16 @@ def test_flow_shift_moves_training_towards_noise():
     assert abs(shifted.median().item() - 0.75) < 0.02  # 3 * 0.5 / (1 + 2 * 0.5)
     assert (shifted > 0.9).float().mean() > 5 * (plain > 0.9).float().mean()
     assert torch.all((shifted > 0) & (shifted < 1))
+
+
+def test_flow_shift_is_a_logit_normal_mean_of_log_k():
+    # logit(k s / (1 + (k - 1) s)) = logit(s) + log k: shifting by k is SD3's logit-normal sampling with mean log k,
+    # so one screened lever covers both knobs
+    from llmdiff.diffusion import flow_noise_levels
+
+    shifted = flow_noise_levels(1000, torch.Generator().manual_seed(0), shift=3.0)
+    normal = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.logit(shifted.double()), normal.double() + math.log(3.0), atol=1e-4, rtol=1e-4)
 
 
 def test_fused_self_attention_projection_equals_separate_projections():

@@ -139,7 +139,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # for classifier-free guidance
     objective: str = "flow"  # "flow" (rectified flow, v-prediction) or "eps" (DDPM epsilon-prediction)
-    flow_shift: float = 1.0  # flow: time shift k of the training noise levels (SD3); k > 1 trains more at high noise
+    # flow: time shift k of the training noise levels (SD3); k > 1 trains more at high noise. The same as
+    # logit-normal sampling with mean log k, so there is no separate logit-normal mean setting
+    flow_shift: float = 1.0
     checkpoint_every: int = 500
     sample_every: int = 1000
     log_every: int = 25
