@@ -286,8 +286,9 @@ def _plots(spec: ExperimentSpec, table: dict, out: Path) -> None:
             continue
         means = {n: v[metric]["mean"] if metric in v else 0 for n, v in table.items()}
         errors = {n: (v[metric]["spread"] or 0) / 2 if metric in v else 0 for n, v in table.items()}
+        values = {n: v[metric]["values"] for n, v in table.items() if metric in v}
         metric_bars(means, errors, metric, out / f"{metric.replace('/', '_')}.png",
-                    f"{spec.name}: {metric} ({spec.steps} steps)")
+                    f"{spec.name}: {metric} ({spec.steps} steps)", values)
     bins = [f"position_bias/bin{k}" for k in range(5)]
     curves = {n: [v[b]["mean"] for b in bins] for n, v in table.items() if bins[0] in v}
     if curves:

@@ -108,12 +108,20 @@ def task_bars(benchmarks: dict[str, dict], path: Path | str) -> Path:
 
 
 def metric_bars(means: dict[str, float], errors: dict[str, float], metric: str, path: Path | str,
-                title: str) -> Path:
-    """One bar per variant with an error bar (half the spread over seeds)."""
+                title: str, values: dict[str, list[float]] | None = None) -> Path:
+    """One bar per variant with an error bar (half the spread over seeds). With ``values`` (each seed's score),
+    the seeds are dots and the first variant, the baseline, is a band from its lowest to its highest seed
+    across the plot, so a variant whose seeds all lie outside the band differs beyond the spread."""
     plt = pyplot()
     names = list(means)
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 1), 3.4))
     ax.bar(range(len(names)), [means[n] for n in names], yerr=[errors[n] for n in names], capsize=3, color="#4c72b0")
+    if values and values.get(names[0]):
+        base = values[names[0]]
+        ax.axhspan(min(base), max(base), color="#dd8452", alpha=0.45, lw=0, zorder=3, label=f"{names[0]}: seed range")
+        for i, n in enumerate(names):
+            ax.plot([i] * len(values.get(n, [])), values.get(n, []), "k.", ms=5, zorder=4)
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
     ax.set_ylim(0, 1)
