@@ -46,16 +46,20 @@ def colour_groups(n_groups: int, resolution: int = 32) -> torch.Tensor:
     return x.permute(0, 1, 4, 2, 3).contiguous()
 
 
+def _rms(d: torch.Tensor) -> float:
+    """Mean over pairs of the RMS difference per element."""
+    return d.pow(2).mean(dim=-1).sqrt().mean().item()
+
+
 def measure_space(x: torch.Tensor, noise_draws: int = 8) -> dict:
     """The measures above for (groups, colours, ...) signals."""
     g, c = x.shape[:2]
     flat = x.reshape(g, c, -1).double()
     total = flat.reshape(g * c, -1).var(dim=0, unbiased=False).sum()
     within = flat.var(dim=1, unbiased=False).sum(dim=-1).mean()
-    rms = lambda d: d.pow(2).mean(dim=-1).sqrt().mean().item()  # noqa: E731
-    colour_rms = rms(flat[:, :, None] - flat[:, None, :])  # includes the zero diagonal; corrected below
-    colour_rms *= c / (c - 1)
-    layout_rms = rms(flat[1:] - flat[:-1])  # neighbouring groups, same colour: another shape, size or place
+    # every pair of colours of a scene (the mean over c x c pairs counts c zero diagonal ones: scaled back)
+    colour_rms = _rms(flat[:, :, None] - flat[:, None, :]) * c / (c - 1)
+    layout_rms = _rms(flat[1:] - flat[:-1])  # neighbouring groups, same colour: another shape, size or place
     gen = torch.Generator().manual_seed(0)
     accuracy = {}
     for s in NOISE_LEVELS:
@@ -111,7 +115,6 @@ def main() -> None:
     args = p.parse_args()
     if args.groups < 2:
         p.error("--groups must be at least 2")
-    torch.manual_seed(0)
     codec = LatentCodec(args.autoencoder)
     x = colour_groups(args.groups)
     g, c = x.shape[:2]
