@@ -119,7 +119,11 @@ def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_s
            generator: torch.Generator | None = None, shape: tuple[int, int, int] = (3, 32, 32),
            progress: bool | Callable = False, noise: torch.Tensor | None = None,
            uncond: list[TextInput] | None = None, callback: Callable | None = None) -> torch.Tensor:
-    """Images in [-1, 1], (B, C, H, W), one per text row; guidance_scale 1 turns guidance off.
+    """The final denoised state (B, C, H, W), one per text row; guidance_scale 1 turns guidance off.
+
+    The result is returned as the sampler left it, never clamped: for a pixel model these are images in about
+    [-1, 1] (clamped when converted to pixels), for a latent model normalised latents whose values reach well
+    beyond ±1 and that only the autoencoder's decoder may map to pixels.
 
     ``noise`` (B, C, H, W) fixes the starting point (per-image seeds independent of batching). ``uncond`` is the
     unconditional branch of guidance (default: the empty prompt; a negative prompt replaces it).
@@ -151,7 +155,7 @@ def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_s
         x = scheduler.step(out, t, x).prev_sample
         if callback is not None:
             x = callback(i, t, x)
-    return x.clamp(-1, 1)
+    return x
 
 
 def to_uint8(images: torch.Tensor) -> list:
