@@ -255,3 +255,128 @@ def test_cli_writes_pngs_with_metadata_that_regenerate_the_image(lidit_dir, tmp_
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("llmdiff ")
+
+
+# --- every value checked: __call__ arguments, a folder's sample_config, PNG metadata, adapter scale ------------------
+
+NAN, INF = float("nan"), float("inf")
+STEPS_RANGE = r"num_inference_steps must be a whole number in \[1, 1000\]"
+GUIDANCE_RANGE = r"guidance_scale must be a finite number in \[0.0, 100.0\]"
+BAD_CALLS = [
+    ({"prompt": 123}, TypeError, "prompt must be a string or a list of strings"),
+    ({"prompt": ["a red circle", 5]}, TypeError, r"prompt\[1\] must be a string"),
+    ({"negative_prompt": 3}, TypeError, "negative_prompt must be a string"),
+    ({"num_inference_steps": 0}, ValueError, STEPS_RANGE),
+    ({"num_inference_steps": True}, TypeError, STEPS_RANGE),
+    ({"num_inference_steps": 2.5}, TypeError, STEPS_RANGE),
+    ({"num_inference_steps": "5"}, TypeError, STEPS_RANGE),
+    ({"num_inference_steps": 10**7}, ValueError, STEPS_RANGE),
+    ({"guidance_scale": NAN}, ValueError, GUIDANCE_RANGE),
+    ({"guidance_scale": INF}, ValueError, GUIDANCE_RANGE),
+    ({"guidance_scale": -1}, ValueError, GUIDANCE_RANGE),
+    ({"guidance_scale": 1e12}, ValueError, GUIDANCE_RANGE),
+    ({"guidance_scale": "high"}, TypeError, GUIDANCE_RANGE),
+    ({"generator": 42}, TypeError, r"generator must be a torch.Generator .*manual_seed"),
+    ({"generator": [torch.Generator(), None]}, TypeError, "generator must be a torch.Generator.*NoneType"),
+    ({"prompt": None, "prompt_embeds": "x"}, TypeError, "prompt_embeds must be a list of TextInput"),
+    ({"num_images_per_prompt": 0}, ValueError, "num_images_per_prompt must be at least 1"),
+    ({"num_images_per_prompt": 1.5}, TypeError, "num_images_per_prompt must be a whole number"),
+    ({"latents": torch.full((1, 3, 32, 32), NAN)}, ValueError, "latents must be finite"),
+    ({"latents": [[0.0]]}, TypeError, r"latents must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD_CALLS, ids=[str(c[0])[:40] for c in BAD_CALLS])
+def test_call_arguments_are_checked_before_any_work(pipe, monkeypatch, kwargs, error, message):
+    def no_work(*args, **kw):
+        raise AssertionError("sampling began with a bad argument")
+
+    monkeypatch.setattr(pipe, "encode_prompt", no_work)  # also what 10**7 steps would never return from
+    with pytest.raises(error, match=message) as caught:
+        pipe(**{"prompt": "a red circle", **kwargs})
+    assert isinstance(caught.value, LLMDiffError) and "\n" not in str(caught.value)  # one line in the CLI
+
+
+def test_nan_weights_raise_instead_of_returning_a_black_image(pipe):
+    with torch.no_grad():
+        for p in pipe.denoiser.parameters():
+            p.fill_(float("nan"))
+    for output_type in ("pil", "latent"):
+        with pytest.raises(LLMDiffError, match="denoiser produced non-finite values.*weights.*dtype"):
+            pipe("a red circle", generator=gens(0), output_type=output_type)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("steps", 10**12, r"sample_config\.steps must be a whole number in \[1, 1000\]"),
+    ("steps", -5, r"sample_config\.steps must be a whole number in \[1, 1000\]"),
+    ("guidance_scale", NAN, r"sample_config\.guidance_scale must be a finite number in \[0.0, 100.0\]"),
+    ("guidance_scale", "high", r"sample_config\.guidance_scale must be a finite number"),
+    ("scheduler", "bogus", r"sample_config\.scheduler must be one of default, flow_euler"),
+    ("stepz", 3, r"sample_config has unknown key\(s\) stepz"),
+])
+def test_a_folders_sample_config_is_checked_on_load(lidit_dir, tmp_path, key, value, message):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(lidit_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["sample_config"][key] = value
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(LLMDiffError, match=rf"{folder / 'model_index.json'}: {message}") as caught:
+        load_pipeline(folder)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_folder_without_hashes_loads_with_a_warning(lidit_dir, tmp_path, caplog):
+    import shutil
+
+    load_pipeline(lidit_dir)
+    assert "cannot be verified" not in caplog.text
+    folder = tmp_path / "m"
+    shutil.copytree(lidit_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["_sha256"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with caplog.at_level("WARNING", logger="llmdiff.integrity"):
+        pipe = load_pipeline(folder)
+    assert pipe.sample_config["steps"] == 3
+    assert "records no SHA-256 for denoiser/diffusion_pytorch_model.safetensors" in caplog.text
+    assert "cannot be verified" in caplog.text
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", True, r"llmdiff metadata seed must be a whole number in \[0, 2\*\*64\), got True"),
+    ("seed", -1, r"llmdiff metadata seed must be a whole number"),
+    ("num_inference_steps", "5", r"llmdiff metadata num_inference_steps must be a whole number in \[1, 1000\]"),
+    ("num_inference_steps", 10**7, r"llmdiff metadata num_inference_steps must be a whole number in \[1, 1000\]"),
+    ("guidance_scale", NAN, r"llmdiff metadata guidance_scale must be a finite number in \[0.0, 100.0\]"),
+    ("scheduler", "bogus", r"llmdiff metadata scheduler must be one of"),
+    ("prompt", 5, r"llmdiff metadata prompt must be text"),
+])
+def test_png_metadata_of_the_wrong_type_or_range_is_a_one_line_error(tmp_path, capsys, key, value, message):
+    from llmdiff.cli import main
+    from llmdiff.generate import png_metadata, save_png
+
+    meta = {"prompt": "a red circle", "seed": 7, "negative_prompt": "", "num_inference_steps": 3,
+            "guidance_scale": 3.0, "scheduler": "default", "model": "models/shapes-lidit"}
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "ok.png", meta)
+    assert png_metadata(tmp_path / "ok.png") == meta
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "bad.png", {**meta, key: value})
+    with pytest.raises(LLMDiffError, match=message):
+        png_metadata(tmp_path / "bad.png")
+    assert main(["generate", "--from-png", str(tmp_path / "bad.png"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.png: llmdiff metadata" in err
+
+
+def test_llm_adapter_scale_is_checked(unet_and_adapter):
+    base_dir, _, adapter_dir = unet_and_adapter
+    pipe = load_pipeline(base_dir)
+    with pytest.raises(LLMDiffError, match=r"adapter scale must be a number in \[0, 2\]"):
+        pipe.load_llm_adapter(adapter_dir, scale=float("inf"))
+    assert pipe.llm_adapter is None  # refused before anything was attached
+    pipe.load_llm_adapter(adapter_dir, scale=0.5)
+    for bad in (-5, 1e12, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(LLMDiffError, match=r"adapter scale must be a number in \[0, 2\] \(0 is the base"):
+            pipe.set_llm_adapter_scale(bad)
+    assert {p.scale for p in pipe.llm_adapter._installed.values()} == {0.5}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .encoders.base import EncoderConfig
-from .errors import LLMDiffError
+from .errors import LLMDiffError, LLMDiffTypeError
 from .shapes import P_COLOR
 from .utils import read_text
 
@@ -39,8 +41,39 @@ def check_choice(where: str, value, known) -> None:
 
 
 MAX_STEPS = 10_000_000  # training steps; anything larger is a typo, not a plan
-MAX_SAMPLE_STEPS = 1000  # sampling steps (the schedulers' 1000 training timesteps)
 MAX_RESOLUTION = 1024
+
+# Sampling values, as every boundary accepts them: the CLI's --steps / --guidance-scale, experiment configs, a model
+# folder's sample_config, PNG metadata and the pipeline's arguments all check them here.
+SAMPLE_STEPS = (1, 1000)  # at most the schedulers' 1000 training timesteps
+GUIDANCE_SCALE = (0.0, 100.0)  # 1 is no guidance; far past 100 every pixel saturates, so a larger value is a typo
+
+
+def check_steps(where: str, value) -> None:
+    """A whole number of sampling steps in SAMPLE_STEPS; True, 2.5 and "5" are refused, not rounded."""
+    _check_number(where, value, *SAMPLE_STEPS, whole=True)
+
+
+def check_guidance_scale(where: str, value) -> None:
+    """A finite guidance scale in GUIDANCE_SCALE."""
+    _check_number(where, value, *GUIDANCE_SCALE, whole=False)
+
+
+def check_sampling(where: str, steps, guidance_scale, scheduler) -> None:
+    """SampleConfig's three values; `where` prefixes the keys ("sample" -> "sample.steps must be ...")."""
+    from .diffusion import SCHEDULERS
+
+    check_steps(f"{where}.steps", steps)
+    check_guidance_scale(f"{where}.guidance_scale", guidance_scale)
+    check_choice(f"{where}.scheduler", scheduler, SCHEDULERS)
+
+
+def _check_number(where: str, value, lo, hi, whole: bool) -> None:
+    kind = "a whole number" if whole else "a finite number"
+    if not isinstance(value, numbers.Integral if whole else numbers.Real) or isinstance(value, bool):
+        raise LLMDiffTypeError(f"{where} must be {kind} in [{lo}, {hi}], got {reprlib.repr(value)}")
+    if not lo <= value <= hi:  # NaN fails too
+        raise LLMDiffError(f"{where} must be {kind} in [{lo}, {hi}], got {reprlib.repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -184,11 +217,7 @@ class SampleConfig:
     scheduler: str = "default"  # default for the objective, or flow_euler / dpm_solver / ddim
 
     def __post_init__(self):
-        from .diffusion import SCHEDULERS
-
-        check_range("sample.steps", self.steps, 1, MAX_SAMPLE_STEPS)
-        check_range("sample.guidance_scale", self.guidance_scale, 0.0, 100.0)
-        check_choice("sample.scheduler", self.scheduler, SCHEDULERS)
+        check_sampling("sample", self.steps, self.guidance_scale, self.scheduler)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .config import GUIDANCE_SCALE as GUIDANCE, SAMPLE_STEPS as STEPS  # noqa: F401 - the CLI's names for them
+from .config import check_choice, check_guidance_scale, check_steps
 from .encoders.base import check_text
-from .errors import LLMDiffError
+from .errors import LLMDiffError, LLMDiffTypeError
 from .integrity import check_writable
 
 METADATA_KEY = "llmdiff"
 DTYPES = ("float32", "float16", "bfloat16")
-STEPS = (1, 1000)  # the sampling steps and guidance scales `llmdiff generate` accepts (and PNG metadata may hold)
-GUIDANCE = (0.0, 100.0)
 
 
 def read_prompt_file(path: Path | str) -> list[str]:
@@ -50,16 +50,18 @@ def png_metadata(path: Path | str) -> dict:
     keys = ("prompt", "seed", "negative_prompt", "num_inference_steps", "guidance_scale", "scheduler", "model")
     if not isinstance(meta, dict) or not all(k in meta for k in keys):
         raise LLMDiffError(f"{path} carries no llmdiff metadata (only PNGs written by `llmdiff generate` do)")
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    valid = (isinstance(meta["prompt"], str) and isinstance(meta["negative_prompt"], str)
-             and isinstance(meta["model"], str) and isinstance(meta["scheduler"], str)
-             and isinstance(meta["seed"], int) and 0 <= meta["seed"] < 2**64
-             and isinstance(meta["num_inference_steps"], int) and STEPS[0] <= meta["num_inference_steps"] <= STEPS[1]
-             and number(meta["guidance_scale"]) and GUIDANCE[0] <= meta["guidance_scale"] <= GUIDANCE[1])  # NaN fails
-    if not valid:
-        raise LLMDiffError(f"{path}: its llmdiff metadata holds values `llmdiff generate` would not write "
-                           f"(steps {STEPS[0]}-{STEPS[1]}, guidance {GUIDANCE[0]:g}-{GUIDANCE[1]:g}, "
-                           "a seed in [0, 2**64), text fields)")
+    from .diffusion import SCHEDULERS
+
+    where = f"{path}: llmdiff metadata"
+    for key in ("prompt", "negative_prompt", "model"):
+        if not isinstance(meta[key], str):
+            raise LLMDiffTypeError(f"{where} {key} must be text, got {meta[key]!r}")
+    seed = meta["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise LLMDiffError(f"{where} seed must be a whole number in [0, 2**64), got {seed!r}")
+    check_steps(f"{where} num_inference_steps", meta["num_inference_steps"])
+    check_guidance_scale(f"{where} guidance_scale", meta["guidance_scale"])
+    check_choice(f"{where} scheduler", meta["scheduler"], SCHEDULERS)
     return meta
 
 

@@ -62,17 +62,31 @@ def record_model_hashes(folder: Path | str) -> None:
     atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-def verify_model_folder(folder: Path | str) -> None:
-    """Check a model folder's weights against the hashes in its model_index.json (folders without hashes pass)."""
-    info_path = Path(folder) / MODEL_INFO
-    if not info_path.is_file():
-        return
-    from .utils import read_json
+def verify_model_folder(folder: Path | str, info: dict | None = None) -> None:
+    """Check a model folder's weights against the hashes in its model_index.json (`info`, read if not given).
 
-    info = read_json(info_path)
+    A weight file without a recorded hash (no `_sha256` at all, or a file it does not list) cannot be checked: the
+    folder still loads, with a warning, since folders exported by hand or by older tools record none."""
+    folder = Path(folder)
+    info_path = folder / MODEL_INFO
+    if info is None:
+        if not info_path.is_file():
+            return
+        from .utils import read_json
+
+        info = read_json(info_path)
     recorded = info.get("_sha256") if isinstance(info, dict) else None
-    if recorded:
-        verify_hashes(folder, recorded, "model folder")
+    if recorded is not None and not (isinstance(recorded, dict)
+                                     and all(isinstance(v, str) for v in recorded.values())):
+        raise LLMDiffError(f"{info_path}: _sha256 must map each weight file to its SHA-256 hash; export the model "
+                           "again")
+    recorded = recorded or {}
+    verify_hashes(folder, recorded, "model folder")
+    unchecked = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*.safetensors"))
+                 if p.relative_to(folder).as_posix() not in recorded]
+    if unchecked:
+        log.warning("%s records no SHA-256 for %s (_sha256 in %s): these weights cannot be verified; re-export the "
+                    "model to record them", folder, ", ".join(unchecked), MODEL_INFO)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -1,7 +1,8 @@
 """Model folders: diffusers' pipeline layout, the one export path, and conversion of old folders.
 
-    model_index.json   the components, `sample_config` (steps, guidance scale, scheduler: the one place
-                       sampling defaults live) and `_sha256` (each weight file's hash, checked on load)
+    model_index.json   the components, `sample_config` (the model's steps, guidance scale and scheduler;
+                       checked on load against config.py's limits) and `_sha256` (each weight file's hash,
+                       checked on load; a folder without it loads with a warning)
     denoiser/          config.json (with the prompt-encoder spec it was trained on) + safetensors
     scheduler/         the diffusers scheduler it samples with
     vae/               the autoencoder, for a latent model
@@ -11,11 +12,28 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
+from .config import SampleConfig, check_sampling
 from .errors import LLMDiffError
 
-SAMPLE_DEFAULTS = {"steps": 25, "guidance_scale": 2.0, "scheduler": "default"}  # SampleConfig's fields
+SAMPLE_DEFAULTS = {f.name: f.default for f in fields(SampleConfig)}  # steps, guidance_scale, scheduler
+
+
+def checked_sample_config(given: dict | None, where: str) -> dict:
+    """SAMPLE_DEFAULTS with `given` on top, each value within the limits the CLI accepts (SampleConfig's);
+    `where` names the source in the one-line error ("models/x/model_index.json: sample_config")."""
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise LLMDiffError(f"{where} must be a JSON object with {', '.join(SAMPLE_DEFAULTS)}, got {given!r}")
+    unknown = sorted(set(given) - set(SAMPLE_DEFAULTS))
+    if unknown:
+        raise LLMDiffError(f"{where} has unknown key(s) {', '.join(map(str, unknown))}; known: "
+                           f"{', '.join(SAMPLE_DEFAULTS)}")
+    config = {**SAMPLE_DEFAULTS, **given}
+    check_sampling(where, config["steps"], config["guidance_scale"], config["scheduler"])
+    return config
 
 
 def read_model_index(path: Path | str, verify: bool = False) -> dict:
@@ -42,14 +60,16 @@ def read_model_index(path: Path | str, verify: bool = False) -> dict:
             raise LLMDiffError(f"{path} is missing its {name}/ folder (model_index.json names one)")
     if (info.get("vae") or [None, None])[1] and not (path / "vae").is_dir():
         raise LLMDiffError(f"{path} is missing its vae/ folder (model_index.json names one)")
-    if verify and info.get("_sha256"):
-        from .integrity import verify_hashes
+    checked_sample_config(info.get("sample_config"), f"{index}: sample_config")
+    if verify:
+        from .integrity import verify_model_folder
 
-        verify_hashes(path, info["_sha256"], "model folder")
+        verify_model_folder(path, info)
     return info
 
 
 def sample_config_of(info: dict) -> dict:
+    """The sampling defaults of a model index that `read_model_index` returned (and so checked)."""
     return {**SAMPLE_DEFAULTS, **(info.get("sample_config") or {})}
 
 
@@ -72,7 +92,7 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not _is_model_folder(out):
         raise LLMDiffError(f"{out} exists and is not a model folder; choose another output folder")
-    sample_config = {**SAMPLE_DEFAULTS, **(sample_config or {})}
+    sample_config = checked_sample_config(sample_config, "sample_config")
     scheduler = make_scheduler(denoiser.config.objective, sample_config["scheduler"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
+from .config import check_guidance_scale, check_steps
 from .diffusion import empty_like
 from .encoders.base import TextInput
-from .errors import LLMDiffError
-from .model_folder import SAMPLE_DEFAULTS, load_scheduler, read_model_index, sample_config_of
+from .errors import LLMDiffError, LLMDiffTypeError
+from .model_folder import checked_sample_config, load_scheduler, read_model_index, sample_config_of
 
 # Fields of an encoder config that change the features (the rest only change speed or strictness).
 FEATURE_FIELDS = ("model", "layers", "mode", "normalize", "block_groups", "instruction", "chat_template",
@@ -76,7 +77,7 @@ class TextToImage:
 
     def __init__(self, denoiser, scheduler, vae=None, sample_config: dict | None = None):
         self.denoiser, self.scheduler, self.vae = denoiser, scheduler, vae
-        self.sample_config = {**SAMPLE_DEFAULTS, **(sample_config or {})}
+        self.sample_config = checked_sample_config(sample_config, "sample_config")
         self._init_state()
 
     def _init_state(self) -> None:
@@ -262,6 +263,7 @@ class TextToImage:
             return x
         if self.codec is not None:
             x = self.codec.decode(x.to(self.vae.dtype))
+            _check_finite(x, "the autoencoder")
         x = x.float().clamp(-1, 1)
         if output_type == "pt":
             return (x + 1) / 2
@@ -301,15 +303,9 @@ class TextToImage:
         """
         from .diffusion import sample
 
-        if output_type not in OUTPUT_TYPES:
-            raise LLMDiffError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        if num_images_per_prompt < 1:
-            raise LLMDiffError("num_images_per_prompt must be at least 1")
-        if prompt is None and prompt_embeds is None:
-            raise LLMDiffError("no prompt given: pass prompt or prompt_embeds")
-        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad:
-            raise LLMDiffError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {bad}")
+        self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt,
+                          generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
+                          callback_on_step_end_tensor_inputs)
         steps, guidance_scale = self.sampling(num_inference_steps, guidance_scale)
         texts, uncond = self.encode_prompt(prompt, negative_prompt, guidance_scale != 1.0, num_images_per_prompt,
                                            prompt_embeds, negative_prompt_embeds)
@@ -323,8 +319,48 @@ class TextToImage:
         bar = None if self._progress_bar_config.get("disable") else self.progress_bar
         x = sample(self._model(), texts, self.scheduler, steps, guidance_scale, noise=noise, uncond=uncond,
                    progress=bar, callback=callback)
+        _check_finite(x, "the denoiser")
         images = self.postprocess(x, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def check_inputs(self, prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt,
+                     generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
+                     callback_on_step_end_tensor_inputs) -> None:
+        """``__call__``'s arguments, before any work (diffusers' convention): a TypeError for a wrong type, a
+        ValueError for a value out of range, each naming the argument and what it may be. Steps and guidance have
+        the command line's limits (config.py)."""
+        if output_type not in OUTPUT_TYPES:
+            raise LLMDiffError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if prompt is None and prompt_embeds is None:
+            raise LLMDiffError("no prompt given: pass prompt or prompt_embeds")
+        _check_texts("prompt", prompt, none_ok=False)
+        _check_texts("negative_prompt", negative_prompt, none_ok=True)
+        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if embeds is not None and not (isinstance(embeds, (list, tuple)) and embeds
+                                           and all(isinstance(t, TextInput) for t in embeds)):
+                raise LLMDiffTypeError(f"{name} must be a list of TextInput, one per prompt encoder (what "
+                                       f"encode_prompt returns), got {type(embeds).__name__}")
+        if num_inference_steps is not None:
+            check_steps("num_inference_steps", num_inference_steps)
+        if guidance_scale is not None:
+            check_guidance_scale("guidance_scale", guidance_scale)
+        if not isinstance(num_images_per_prompt, int) or isinstance(num_images_per_prompt, bool):
+            raise LLMDiffTypeError(f"num_images_per_prompt must be a whole number, at least 1, got "
+                                   f"{num_images_per_prompt!r}")
+        if num_images_per_prompt < 1:
+            raise LLMDiffError(f"num_images_per_prompt must be at least 1, got {num_images_per_prompt}")
+        generators = generator if isinstance(generator, (list, tuple)) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise LLMDiffTypeError("generator must be a torch.Generator or a list of them, one per image (for a seed "
+                                   f"s: torch.Generator().manual_seed(s)), got {_describe(generator)}")
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor):
+                raise LLMDiffTypeError(f"latents must be a torch.Tensor (B, C, H, W), got {type(latents).__name__}")
+            if not torch.isfinite(latents).all():
+                raise LLMDiffError("latents must be finite: they hold NaN or inf values")
+        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if bad:
+            raise LLMDiffError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {bad}")
 
     # --- the LLMDiff adapter, loaded like an IP-Adapter ----------------------------------------------------
 
@@ -334,8 +370,9 @@ class TextToImage:
         The adapter brings its own prompt encoder (loaded on first use) and installs a processor on every
         cross-attention that blends the base's attention and the adapter's: ``set_llm_adapter_scale``.
         """
-        from .denoisers.adapter import LLMAdapter
+        from .denoisers.adapter import LLMAdapter, check_adapter_scale
 
+        check_adapter_scale(scale)
         if self.llm_adapter is not None:
             raise LLMDiffError("an LLM adapter is already loaded; unload_llm_adapter() first")
         if type(self.denoiser).__name__ != "TextUNet":
@@ -381,6 +418,32 @@ def _prompt_list(prompt) -> list[str]:
     if not prompts:
         raise LLMDiffError("no prompt given")
     return prompts
+
+
+def _check_texts(name: str, texts, none_ok: bool) -> None:
+    """A string or a list of strings (in a list of negative prompts, None stands for no negative prompt)."""
+    if texts is None or isinstance(texts, str):
+        return
+    if isinstance(texts, (list, tuple)):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) and not (none_ok and text is None):
+                raise LLMDiffTypeError(f"{name}[{i}] must be a string, got {type(text).__name__}")
+        return
+    raise LLMDiffTypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of " + ", ".join(sorted({type(v).__name__ for v in value}))
+    return f"{value!r}" if isinstance(value, (int, float, str)) else type(value).__name__
+
+
+def _check_finite(x: torch.Tensor, producer: str) -> None:
+    """One reduction after sampling (and after decoding): NaN or inf would otherwise become an all-black image."""
+    if not torch.isfinite(x).all():
+        raise LLMDiffError(f"{producer} produced non-finite values (NaN or inf), which would be a black image: check "
+                           "the model's weights (damaged, or diverged in training) and the dtype (float16 can "
+                           "overflow; try torch_dtype=torch.float32)")
 
 
 def _negative_list(negative, n: int) -> list[str]:

@@ -139,6 +139,17 @@ class BlendedAttnProcessor:
 
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "llm_adapter_config.json", "llm_adapter.safetensors"  # not PEFT's file names
+# The blend's scale: 0 is the base, 1 the trained adapter; past 1 it extrapolates the adapter's change beyond anything
+# trained, which a little way (up to 2x) may strengthen the prompt and further only breaks the image.
+ADAPTER_SCALE = (0.0, 2.0)
+
+
+def check_adapter_scale(scale) -> float:
+    lo, hi = ADAPTER_SCALE
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not lo <= scale <= hi:  # NaN fails too
+        raise LLMDiffError(f"the LLM adapter scale must be a number in [{lo:g}, {hi:g}] (0 is the base U-Net, 1 the "
+                           f"trained adapter, above 1 extrapolates past it), got {scale!r}")
+    return float(scale)
 
 
 def _key(name: str) -> str:
@@ -212,10 +223,9 @@ class LLMAdapter(nn.Module):
         self._installed = {}
 
     def set_scale(self, scale: float) -> None:
-        if not isinstance(scale, (int, float)) or scale != scale:
-            raise LLMDiffError(f"the adapter scale must be a number, got {scale!r}")
+        scale = check_adapter_scale(scale)
         for proc in self._installed.values():
-            proc.scale = float(scale)
+            proc.scale = scale
 
 
 class AdaptedDenoiser(nn.Module):
