@@ -325,21 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     r = ssub.add_parser("render", help="a PNG grid of scenes with their captions")
     r.add_argument("--suite", help="render prompts of this suite (geneval, compbench, position_bias, paraphrase or a JSONL)")
     r.add_argument("--n", type=int_in(1, 1024), default=16, help="number of scenes (default 16)")
-    r.add_argument("--resolution", type=RESOLUTION, default=32)
-    r.add_argument("--cols", type=int_in(1, 64), default=4)
-    r.add_argument("--seed", type=SEED, default=0)
+    r.add_argument("--resolution", type=RESOLUTION, default=32, help="image side in pixels (default 32)")
+    r.add_argument("--cols", type=int_in(1, 64), default=4, help="scenes per row of the grid (default 4)")
+    r.add_argument("--seed", type=SEED, default=0, help="seed of the scenes and captions drawn (default 0)")
     r.add_argument("--out", default="shapes.png", help="output PNG (default shapes.png)")
     pr = ssub.add_parser("prompts", help="a prompt suite in GenEval's metadata format (JSONL)")
     pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias or paraphrase")
     pr.add_argument("--out", help="write to this file instead of stdout")
     gt = ssub.add_parser("gt", help="ground-truth renders of a suite in the GenEval folder layout")
-    gt.add_argument("--suite", required=True)
-    gt.add_argument("--out", required=True)
-    gt.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4)
-    gt.add_argument("--resolution", type=RESOLUTION, default=32)
+    gt.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase or a JSONL")
+    gt.add_argument("--out", required=True, help="the folder the GenEval layout is written to")
+    gt.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4,
+                    help="renders per prompt, each a new draw of its scene (default 4)")
+    gt.add_argument("--resolution", type=RESOLUTION, default=32, help="image side in pixels (default 32)")
     gt.add_argument("--corrupt", action="store_true", help="blur, noise, colour jitter and shape warp")
     gt.add_argument("--contradict", action="store_true", help="render scenes that violate their prompts")
-    gt.add_argument("--seed", type=SEED, default=0)
+    gt.add_argument("--seed", type=SEED, default=0, help="seed of the renders (default 0)")
 
     enc = sub.add_parser("encode", help="encode a caption set into a feature cache (safetensors shards)")
     enc.add_argument("--encoder", default="smollm2-135m", help="packaged name, local folder, .gguf file or hub id")
@@ -352,13 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--echo", action="store_true",
                      help="read the prompt twice and keep the second copy (its tokens have seen the whole prompt)")
     enc.add_argument("--max-length", type=int_in(1, 8192), default=64, help="prompt tokens kept (default 64)")
-    enc.add_argument("--padding-side", default="right", choices=["right", "left"])
+    enc.add_argument("--padding-side", default="right", choices=["right", "left"],
+                     help="which end of a short prompt is padded (default right)")
     enc.add_argument("--strict", action="store_true", help="refuse over-long prompts instead of truncating them")
     enc.add_argument("--captions", required=True, help="text file (one caption per line) or JSONL with caption/prompt")
     enc.add_argument("--out", required=True, help="cache folder")
-    enc.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"])
-    enc.add_argument("--shard-size", type=int_in(1, 1_000_000), default=256)
-    enc.add_argument("--batch-size", type=int_in(1, 65536), default=64)
+    enc.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
+                     help="how the features are stored (default float16)")
+    enc.add_argument("--shard-size", type=int_in(1, 1_000_000), default=256,
+                     help="captions per safetensors shard (default 256)")
+    enc.add_argument("--batch-size", type=int_in(1, 65536), default=64,
+                     help="captions the LLM reads at once (default 64)")
     enc.add_argument("--overwrite", action="store_true", help="replace a cache built with other settings")
 
     t = sub.add_parser("train", help="train a model from a YAML experiment config")
@@ -407,12 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("autoencoder", help="train the small image autoencoder for latent diffusion")
     a.add_argument("--out", required=True, help="output folder, e.g. models/shapes-ae")
-    a.add_argument("--steps", type=int_in(1, 1_000_000), default=1500)
-    a.add_argument("--batch-size", type=int_in(1, 4096), default=32)
-    a.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True), default=1e-3)
-    a.add_argument("--resolution", type=RESOLUTION, default=32)
-    a.add_argument("--seed", type=SEED, default=0)
-    a.add_argument("--latent-channels", type=int_in(1, 64), default=6)
+    a.add_argument("--steps", type=int_in(1, 1_000_000), default=1500, help="training steps (default 1500)")
+    a.add_argument("--batch-size", type=int_in(1, 4096), default=32, help="images per step (default 32)")
+    a.add_argument("--lr", type=float_in(0.0, 1.0, lo_open=True), default=1e-3, help="learning rate (default 1e-3)")
+    a.add_argument("--resolution", type=RESOLUTION, default=32, help="image side in pixels (default 32)")
+    a.add_argument("--seed", type=SEED, default=0, help="seed of the weights and the rendered scenes (default 0)")
+    a.add_argument("--latent-channels", type=int_in(1, 64), default=6,
+                   help="channels of the latent the diffusion model samples (default 6)")
     a.add_argument("--rgb-anchor", type=float_in(0.0, 100.0), default=1.0,
                    help="pull the first 3 latent channels towards the pooled image (colour stays linear)")
 
@@ -441,13 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--out", default="outputs/probe", help="report folder: probe.md, probe.json, probe.png "
                     "(default outputs/probe)")
     pb.add_argument("--images", type=int_in(1, 256), default=4, help="images per prompt pair (default 4)")
-    pb.add_argument("--seed", type=SEED, default=0)
+    pb.add_argument("--seed", type=SEED, default=0, help="seed of the noise the prompt pairs share (default 0)")
 
     d = sub.add_parser("demo", help="the main job: the shipped model on held-out prompts, a grid and scores")
     d.add_argument("--out", default="outputs/demo", help="where the grid and the report go (default outputs/demo)")
     d.add_argument("--model", help="model folder (default: the shipped models/shapes-lidit)")
-    d.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4)
-    d.add_argument("--seed", type=SEED, default=0)
+    d.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4, help="images per prompt (default 4)")
+    d.add_argument("--seed", type=SEED, default=0, help="image k of prompt i gets a seed derived from this (default 0)")
     d.add_argument("--full", action="store_true", help="the whole geneval suite (164 prompts) instead of 12")
 
     sv = sub.add_parser("serve", help="the studio: a local web page to generate images, compare two models and see "
@@ -475,10 +481,7 @@ def _serve(args) -> None:
 
     if not 0 < args.port < 65536:
         raise LLMDiffError(f"--port must be in 1..65535, got {args.port}")
-    if args.model and not (Path(args.model) / "config.json").is_file():
-        raise LLMDiffError(f"{args.model} is not a model folder (no config.json); give a trained model folder")
-    print(f"llmdiff studio on http://{args.host}:{args.port} (Ctrl+C stops it)")
-    serve(args.host, args.port, args.model)
+    serve(args.host, args.port, args.model, shipped_dir=MODELS, shipped_default=DEFAULT_MODEL)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -1,8 +1,8 @@
 """The engine behind ``llmdiff serve``: models kept loaded, images with their seeds, what each prompt token
-attends to, what the evaluator sees, and PNGs that carry their generation's settings.
+attends to, what the evaluator sees, and PNGs that ``llmdiff generate --from-png`` draws again.
 
     studio = Studio()
-    [gen] = studio.generate("models/shapes-lidit", "a red circle", seeds=[0])
+    [gen] = studio.generate("models/shapes-lidit", "a red circle", image_seeds(0, 1))
     gen.attention.tokens, gen.attention.heat()   # ['a', ' red', ' circle'], (3, 32, 32)
 
 The page itself (gradio) is ``llmdiff.studio_app``.
@@ -10,33 +10,47 @@ The page itself (gradio) is ``llmdiff.studio_app``.
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import LLMDiffError
+from .generate import save_png as save_png_with_settings
+from .model_folder import read_model_index
+from .pipelines import image_seed, load_pipeline
 
-DENOISER_CLASSES = ("LIDiT", "TextUNet", "AdaptedUNet")
+log = logging.getLogger(__name__)
 DISPLAY_SIZE = 256  # 32 px images are shown nearest-neighbour upscaled to this side
+SEED_LIMIT = 2**64  # torch's generators take seeds below it, and PNG metadata holds no others
 
 
-def shipped_models(models_dir: Path | None = None) -> list[str]:
-    """The model folders shipped under models/ that generate images (the autoencoder does not)."""
-    from .cli import MODELS
-
-    out = []
-    for d in sorted((models_dir or MODELS).glob("*/config.json")):
+def shipped_models(models_dir: Path | str, default: Path | str | None = None) -> list[str]:
+    """The model folders in `models_dir` that generate images (not the autoencoder kept beside them), `default`
+    first, then by name."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    found = []
+    for folder in sorted(models_dir.iterdir()):
         try:
-            if json.loads(d.read_text()).get("_class_name") in DENOISER_CLASSES:
-                out.append(str(d.parent))
-        except json.JSONDecodeError:
+            read_model_index(folder)
+        except LLMDiffError as e:  # not a pipeline model folder, so not in the menu
+            log.debug("%s is not in the model menu: %s", folder, e)
             continue
-    return out
+        found.append(str(folder))
+    first = Path(default).resolve() if default else None
+    return sorted(found, key=lambda m: Path(m).resolve() != first)
+
+
+def image_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of a request's `n` images: those `llmdiff generate PROMPT --seed SEED` gives its one prompt's images,
+    so the studio and the command line draw the same pictures."""
+    return [image_seed(seed, 0, k) for k in range(n)]
 
 
 @dataclass
@@ -68,35 +82,23 @@ class Generation:
     seed: int
     steps: int
     guidance_scale: float
+    scheduler: str
     image: np.ndarray  # (H, W, 3) uint8
     attention: TokenMaps | None = None
-    extra: dict = field(default_factory=dict)
+    negative_prompt: str = ""
 
     def settings(self) -> dict:
-        return {"prompt": self.prompt, "model": self.model, "seed": self.seed, "num_inference_steps": self.steps,
-                "guidance_scale": self.guidance_scale, **self.extra}
+        """The settings `llmdiff generate` records in a PNG, under its keys."""
+        return {"prompt": self.prompt, "seed": self.seed, "negative_prompt": self.negative_prompt,
+                "num_inference_steps": self.steps, "guidance_scale": self.guidance_scale,
+                "scheduler": self.scheduler, "model": self.model}
 
     def save_png(self, path: Path | str, scale: int = 1) -> Path:
-        """The image (nearest-neighbour upscaled by ``scale``) with the settings in PNG text chunks: ``llmdiff``
-        (JSON) and ``parameters`` (one readable line, as other diffusion UIs write it)."""
-        import io
-
+        """The image (nearest-neighbour upscaled by ``scale``) with its settings in the PNG text chunks
+        `llmdiff generate` writes, so that ``llmdiff generate --from-png`` draws it again."""
         from PIL import Image
-        from PIL.PngImagePlugin import PngInfo
 
-        from .utils import atomic_write_bytes
-
-        s = self.settings()
-        info = PngInfo()
-        info.add_text("llmdiff", json.dumps({**s, "upscale": scale}))
-        info.add_text("parameters", f"{self.prompt}\nSteps: {self.steps}, Guidance: {self.guidance_scale}, "
-                                    f"Seed: {self.seed}, Model: {self.model}")
-        img = Image.fromarray(self.image)
-        if scale > 1:
-            img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", pnginfo=info)
-        atomic_write_bytes(path, buf.getvalue())
+        save_png_with_settings(Image.fromarray(self.image), Path(path), self.settings(), self.image.shape[1] * scale)
         return Path(path)
 
 
@@ -109,8 +111,6 @@ class Studio:
         self._lock = threading.Lock()  # one generation at a time: the hooks and the models are shared
 
     def pipeline(self, model: str):
-        from .pipelines import load_pipeline
-
         key = str(Path(model).expanduser().resolve())
         if key not in self._pipes:
             if not Path(key).is_dir():
@@ -129,36 +129,42 @@ class Studio:
         return self._pipes[key]
 
     def generate(self, model: str, prompt: str, seeds: list[int], steps: int | None = None,
-                 guidance_scale: float | None = None, attention: bool = True, **kwargs) -> list[Generation]:
-        """One image per seed (the same seed gives the same image whatever else is asked); ``kwargs`` go to the
-        pipeline call (e.g. ``negative_prompt``)."""
+                 guidance_scale: float | None = None, attention: bool = True,
+                 negative_prompt: str = "") -> list[Generation]:
+        """One image per seed (the same seed gives the same image whatever else is asked)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise LLMDiffError("the prompt is empty: describe the image (e.g. 'a red circle above a blue square')")
         if not seeds:
             raise LLMDiffError("no seeds given")
+        bad = [s for s in seeds if not 0 <= int(s) < SEED_LIMIT]
+        if bad:
+            raise LLMDiffError(f"seeds must lie in [0, 2**64), got {bad[0]}")
+        negative_prompt = negative_prompt if negative_prompt and negative_prompt.strip() else ""
         with self._lock:
             pipe = self.pipeline(model)
             steps, guidance_scale = pipe.sampling(int(steps) if steps else None, guidance_scale)
             guidance_scale = float(guidance_scale)
             if steps < 1:
                 raise LLMDiffError(f"steps must be at least 1, got {steps}")
-            return [self._one(pipe, model, prompt, int(s), steps, guidance_scale, attention, kwargs) for s in seeds]
+            return [self._one(pipe, model, prompt, int(s), steps, guidance_scale, attention, negative_prompt)
+                    for s in seeds]
 
     @torch.no_grad()
-    def _one(self, pipe, model, prompt, seed, steps, guidance_scale, attention, kwargs) -> Generation:
+    def _one(self, pipe, model, prompt, seed, steps, guidance_scale, attention, negative_prompt) -> Generation:
         from .evaluation.probe import AttentionRecorder
 
         rec = AttentionRecorder(pipe.denoiser, per_position=True) if attention else None
         try:
-            pil = pipe(prompt, num_images_per_prompt=1, guidance_scale=guidance_scale, num_inference_steps=steps,
-                       generator=torch.Generator().manual_seed(seed), **kwargs).images[0]
+            pil = pipe(prompt, negative_prompt=negative_prompt or None, num_images_per_prompt=1,
+                       guidance_scale=guidance_scale, num_inference_steps=steps,
+                       generator=torch.Generator().manual_seed(seed)).images[0]
             image = np.asarray(pil)  # the same pixels as `llmdiff generate` writes
             maps = _token_maps(pipe, prompt, rec.mass, image.shape[0]) if rec else None
         finally:
             if rec:
                 rec.remove()
-        return Generation(str(model), prompt, seed, steps, guidance_scale, image, maps,
-                          {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float))})
+        return Generation(str(model), prompt, seed, steps, guidance_scale, pipe.sample_config["scheduler"], image,
+                          maps, negative_prompt)
 
 
 def _token_maps(pipe, prompt: str, mass: dict[str, list[torch.Tensor]], size: int) -> TokenMaps:

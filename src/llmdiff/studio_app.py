@@ -3,6 +3,8 @@
 Type a prompt, pick a model (a shipped one or any trained model folder), get images with their seeds, and
 under the selected image: one heat map per prompt token, the objects the evaluator detects and, for a
 suite prompt, its verdict per clause. A second model draws the same prompt with the same seeds beside it.
+A seed gives the images `llmdiff generate --seed` gives, and every downloaded PNG carries the settings
+`llmdiff generate --from-png` reads.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from .errors import LLMDiffError  # noqa: E402
-from .studio import DISPLAY_SIZE, Studio, clause_verdicts, detections_overlay, heat_tiles, shipped_models
+from .studio import (DISPLAY_SIZE, Studio, clause_verdicts, detections_overlay, heat_tiles, image_seeds,  # noqa: E402
+                     shipped_models)
 
 log = logging.getLogger(__name__)
 NO_COMPARE = "none"
@@ -65,20 +68,20 @@ class StudioApp:
                 raise LLMDiffError("choose a model")
             n = int(n_images)
             first = random.randrange(2**31) if random_seed else int(seed)
-            seeds = [first + i for i in range(n)]
-            extra = {"negative_prompt": negative} if negative and negative.strip() else {}
+            seeds = image_seeds(first, n)
             entry = self.suite.get(prompt.strip()) if prompt else None
             state["entry"] = entry
             galleries, files = {}, []
             for side, m in (("a", model), ("b", compare)):
                 if side == "b" and (not m or m == NO_COMPARE):
                     continue
-                gens = self.studio.generate(m, prompt, seeds, int(steps), float(guidance), **extra)
+                gens = self.studio.generate(m, prompt, seeds, int(steps), float(guidance), negative_prompt=negative)
                 state["gens"][side] = gens
                 saved = self._save(gens)
                 galleries[side] = [(big, cap + (self._mark(g, entry))) for (big, _, cap), g in zip(saved, gens)]
                 files += [small for _, small, _ in saved]
-            status = (f"{n} image(s), seeds {seeds[0]}–{seeds[-1]}, {int(steps)} steps, guidance {float(guidance)}"
+            status = (f"{n} image(s) from {Path(model).name}, seed {first}, {int(steps)} steps, "
+                      f"guidance {float(guidance)}"
                       + (" · a GenEval suite prompt: verdicts below" if entry else ""))
         except Exception as e:  # the page shows why; the server keeps serving
             return (_message(e), None, _hidden(), None, state, None, "", [], _layers([]))
@@ -125,11 +128,23 @@ def _layers(names):
     return gr.update(choices=names, value=[])
 
 
-def build_app(default_model: str | None = None, studio: Studio | None = None):
-    """The gradio Blocks of the studio (not launched)."""
+def model_menu(model: str | None = None, shipped_dir: Path | None = None, shipped_default: Path | None = None
+               ) -> tuple[list[str], str | None]:
+    """(the model menu, the model selected at start): the shipped models, their default first, and `model` (the one
+    selected; the shipped default when None) at the top when it is a folder of one's own."""
+    models = shipped_models(shipped_dir, shipped_default) if shipped_dir else []
+    model = model or shipped_default
+    if model is None:
+        return models, models[0] if models else None
+    same = [m for m in models if Path(m).resolve() == Path(model).resolve()]
+    return (models, same[0]) if same else ([str(model)] + models, str(model))
+
+
+def build_app(model: str | None = None, studio: Studio | None = None, shipped_dir: Path | None = None,
+              shipped_default: Path | None = None):
+    """The gradio Blocks of the studio (not launched); the menu as ``model_menu`` makes it."""
     app = StudioApp(studio)
-    models = shipped_models()
-    default = default_model or next((m for m in models if m.endswith("shapes-lidit")), models[0] if models else None)
+    models, default = model_menu(model, shipped_dir, shipped_default)
     with gr.Blocks(title="llmdiff studio") as demo:
         gr.Markdown("# llmdiff studio\nText to image with LLM-read prompts: generate, compare two models, and see "
                     "which prompt token each part of the image attends to and what the evaluator detects.")
@@ -137,8 +152,9 @@ def build_app(default_model: str | None = None, studio: Studio | None = None):
         selected = gr.State(("a", 0))
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                model = gr.Dropdown([(Path(m).name, m) for m in models], value=default, allow_custom_value=True, label="Model",
-                                    info="a shipped model, or type the path of any trained model folder")
+                model = gr.Dropdown([(Path(m).name, m) for m in models], value=default, allow_custom_value=True,
+                                    label="Model", info="a shipped model, or type the path of any trained model folder",
+                                    elem_id="model")
                 compare = gr.Dropdown([NO_COMPARE] + [(Path(m).name, m) for m in models], value=NO_COMPARE, allow_custom_value=True,
                                       label="Compare with", info="the same prompt and seeds on a second model")
                 suite = gr.Dropdown(list(app.suite), value=None, label="GenEval suite prompt",
@@ -147,10 +163,11 @@ def build_app(default_model: str | None = None, studio: Studio | None = None):
                                     elem_id="prompt")
                 negative = gr.Textbox(label="Negative prompt", lines=1)
                 with gr.Row():
-                    seed = gr.Number(0, precision=0, label="Seed", info="image k gets seed + k")
+                    seed = gr.Number(0, precision=0, minimum=0, label="Seed",
+                                     info="the images `llmdiff generate --seed` draws from it")
                     random_seed = gr.Checkbox(False, label="random seed")
-                n_images = gr.Slider(1, 8, 4, step=1, label="Images per prompt")
-                steps = gr.Slider(1, 100, 25, step=1, label="Steps")
+                n_images = gr.Slider(1, 8, 4, step=1, label="Images per prompt", elem_id="n-images")
+                steps = gr.Slider(1, 100, 25, step=1, label="Steps", elem_id="steps")
                 guidance = gr.Slider(1.0, 10.0, 2.0, step=0.5, label="Guidance scale")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown(elem_id="status")
@@ -170,12 +187,12 @@ def build_app(default_model: str | None = None, studio: Studio | None = None):
                     with gr.Row():
                         first = gr.Slider(0, 100, 0, step=1, label="from step (% of sampling)")
                         last = gr.Slider(1, 100, 100, step=1, label="to step (% of sampling)")
-                files = gr.File(label="download PNG (the generation's settings are in its text chunks)",
-                                file_count="multiple")
+                files = gr.File(label="download PNG (its settings are in its text chunks: "
+                                      "`llmdiff generate --from-png FILE` draws it again)", file_count="multiple")
 
         suite.change(lambda p: p or gr.update(), suite, prompt)
         go.click(app.generate, [model, compare, prompt, negative, seed, random_seed, n_images, steps, guidance],
-                 [status, gallery_a, gallery_b, files, state, overlay, verdict, maps, layers]
+                 [status, gallery_a, gallery_b, files, state, overlay, verdict, maps, layers], api_name="generate"
                  ).then(lambda: ("a", 0), None, selected)
 
         def pick(side):
@@ -199,15 +216,20 @@ def theme():
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, block: bool = True):
-    """Start the studio on host:port; ``block=False`` returns the running Blocks (for tests and scripts)."""
-    demo = build_app(model)
+def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, block: bool = True, *,
+          shipped_dir: Path | None = None, shipped_default: Path | None = None, studio: Studio | None = None):
+    """Load the model (a bad folder is a one-line error before anything listens), then start the studio on
+    host:port with the menu ``model_menu`` makes; ``block=False`` returns the running Blocks (for tests and
+    scripts)."""
+    selected = model_menu(model, shipped_dir, shipped_default)[1]
+    if selected is None:
+        raise LLMDiffError("no model to serve: give a model folder (--model DIR)")
+    studio = studio or Studio()
+    studio.pipeline(selected)  # and the first visitor does not wait for it
+    demo = build_app(selected, studio, shipped_dir, shipped_default)
     app = demo.studio_app
-    if app.default_model:  # load the default model before the first visitor arrives
-        try:
-            app.studio.pipeline(app.default_model)
-        except LLMDiffError as e:  # the page will say so at the first request; other models still work
-            log.warning("could not load %s: %s", app.default_model, e)
+    if block:
+        print(f"llmdiff studio on http://{host}:{port} (Ctrl+C stops it)")
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
                 theme=theme(), css=CSS, ssr_mode=False, allowed_paths=[str(app.out_dir)],
                 quiet=not block, footer_links=[])
