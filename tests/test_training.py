@@ -69,8 +69,9 @@ def test_training_drops_the_instruction_exactly_as_generation_does(tiny_cfg):
     torch.testing.assert_close(train_tokens, gen_tokens, rtol=1e-4, atol=1e-4)
 
 
-def test_resume_continues_exactly(tmp_path, tiny_cfg):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_exactly(tmp_path, tiny_cfg, precision):
+    cfg = tiny_cfg(f"train.mixed_precision={precision}")
     train(cfg, tmp_path / "straight", progress=False)
     assert train(cfg, tmp_path / "killed", progress=False, stop_after=7) is None  # killed after step 7
     assert len(losses(tmp_path / "killed")) == 7
@@ -84,6 +85,20 @@ def test_resume_continues_exactly(tmp_path, tiny_cfg):
     a = (tmp_path / "straight" / "model" / "denoiser" / "diffusion_pytorch_model.safetensors").read_bytes()
     b = (tmp_path / "killed" / "model" / "denoiser" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert a == b
+
+
+def test_bf16_autocast_computes_in_bf16_and_keeps_fp32_weights(tmp_path, tiny_cfg):
+    from safetensors.torch import load_file
+
+    train(tiny_cfg("train.steps=3"), tmp_path / "fp32", progress=False)
+    model = train(tiny_cfg("train.steps=3", "train.mixed_precision=bf16"), tmp_path / "bf16", progress=False)
+    full, half = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
+    assert full != half  # the forward ran in bf16 (8 mantissa bits), not in fp32
+    assert all(abs(a - b) <= 0.05 * a for a, b in zip(full, half)), (full, half)
+    weights = load_file(model / "denoiser" / "diffusion_pytorch_model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    with pytest.raises(LLMDiffError, match="fp16 needs a GPU"):
+        train(tiny_cfg("train.mixed_precision=fp16"), tmp_path / "fp16", progress=False)
 
 
 def test_run_folder_contents(tmp_path, tiny_cfg):

@@ -157,6 +157,7 @@ class ModelConfig:
 
 
 REPORTERS = ("none", "tensorboard", "wandb")  # accelerate's trackers we support
+MIXED_PRECISION = ("fp32", "bf16", "fp16")  # train.mixed_precision
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads (0: leave as is)
     report_to: str = "none"  # "none", "tensorboard" (RUN/logs) or "wandb": loss, lr, grad norm, images/s, samples
+    # "fp32", "bf16" (autocast through accelerate's mixed_precision, on CPUs with AVX-512 BF16 or AMX and on GPUs;
+    # weights, optimiser and EMA stay fp32) or "fp16" (GPUs only). Not accelerate's "no": YAML reads that as false
+    mixed_precision: str = "fp32"
     # the sample grid's prompts: a list, or a suite name (8 of its prompts, every task); empty: a fixed set of 8
     validation_prompts: str | tuple[str, ...] = ()
 
@@ -208,6 +212,7 @@ class TrainConfig:
         check_range("train.seed", self.seed, 0, 2**63 - 1)
         check_range("train.threads", self.threads, 0, 4096)
         check_choice("train.report_to", self.report_to, REPORTERS)
+        check_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISION)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ them into what ``F.scaled_dot_product_attention`` takes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .errors import LLMDiffError
 
@@ -29,8 +31,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
         if causal:
             lq, lk = q.shape[-2], k.shape[-2]
             mask = mask & torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        causal = False
+    with _sdpa_backend(q):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+def _sdpa_backend(q: torch.Tensor):
+    """On CPU in bf16, PyTorch's fused flash-attention kernel trains about 3x slower than in fp32 (its backward
+    is not vectorised for bf16), while the unfused path runs as bf16 matmuls: use that one there
+    (docs/benchmarks/mixed_precision.md). Everywhere else PyTorch picks."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class MultiHeadAttention(nn.Module):

@@ -237,7 +237,8 @@ class LIDiT(ModelMixin, ConfigMixin):
             skip = x
             x = self.merge(_merge_2x2(x, gh, gw))  # (B, N / 4, D)
             x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh // 2, gw // 2))
-            x = torch.lerp(skip, _split_2x2(self.split(x), gh, gw), self.skip_lerp)  # (B, N, D_outer)
+            # the lerp written out: torch.lerp needs one dtype, and under autocast `skip` may be bf16
+            x = skip + self.skip_lerp * (_split_2x2(self.split(x), gh, gw) - skip)  # (B, N, D_outer)
             for block in self.outer_out:
                 x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))
             shift, scale = (self.out_table[None] + outer_mod[:, 6:]).unbind(1)

@@ -171,6 +171,7 @@ def _is_run_config(path: Path) -> bool:
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import ProjectConfiguration
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
@@ -178,7 +179,15 @@ class Trainer:
         self.sample_prompts = validation_prompts(cfg.train)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=_tracker(cfg.train.report_to),
+        on_gpu = torch.cuda.is_available()
+        if cfg.train.mixed_precision == "fp16" and not on_gpu:
+            raise LLMDiffError("train.mixed_precision=fp16 needs a GPU; on a CPU use bf16 (or fp32)")
+        # accelerate keeps one process-wide state that refuses a second mixed-precision setting, but one process
+        # may train several runs one after another (an experiment's variants): each run starts from a clean
+        # state (the process group, in PartialState, is kept)
+        AcceleratorState._reset_state()
+        self.acc = Accelerator(cpu=not on_gpu, log_with=_tracker(cfg.train.report_to),
+                               mixed_precision={"fp32": "no"}.get(cfg.train.mixed_precision, cfg.train.mixed_precision),
                                project_config=ProjectConfiguration(self.run_dir, self.run_dir / "logs"))
         self._check_folder(resume)  # nothing is written into the run folder before data and model are built
         self.data = training_data(cfg)
@@ -355,6 +364,10 @@ class Trainer:
     def ema_model(self):
         """A copy of the model with the EMA weights, in eval mode."""
         model = copy.deepcopy(self.acc.unwrap_model(self.model))
+        # without the autocast wrapper accelerate puts on a mixed-precision model's forward: the grids are
+        # sampled in fp32, as `llmdiff generate` samples the exported model
+        model.__dict__.pop("forward", None)
+        model.__dict__.pop("_original_forward", None)
         state = model.state_dict()
         state.update({n: v.to(state[n].dtype) for n, v in self.ema.items()})
         model.load_state_dict(state)
