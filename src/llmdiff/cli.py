@@ -23,11 +23,9 @@ from pathlib import Path
 
 from .errors import LLMDiffError
 from .integrity import check_writable
+from .model_folder import DEFAULT_MODEL
 
 COMMANDS: dict[str, "callable"] = {}
-# The shipped models live next to the package source (an editable install, as `make setup` makes).
-MODELS = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODEL = MODELS / "shapes-lidit"
 
 
 def _run_export(args) -> None:
@@ -481,7 +479,7 @@ def _serve(args) -> None:
 
     if not 0 < args.port < 65536:
         raise LLMDiffError(f"--port must be in 1..65535, got {args.port}")
-    serve(args.host, args.port, args.model, shipped_dir=MODELS, shipped_default=DEFAULT_MODEL)
+    serve(args.host, args.port, args.model)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

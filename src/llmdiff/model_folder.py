@@ -19,6 +19,9 @@ from .config import SampleConfig, check_sampling
 from .errors import LLMDiffError
 
 SAMPLE_DEFAULTS = {f.name: f.default for f in fields(SampleConfig)}  # steps, guidance_scale, scheduler
+# The shipped models live next to the package source (an editable install, as `make setup` makes).
+MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL = MODELS / "shapes-lidit"
 
 
 def checked_sample_config(given: dict | None, where: str) -> dict:

@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from .errors import LLMDiffError  # noqa: E402
+from .model_folder import DEFAULT_MODEL, MODELS  # noqa: E402
 from .studio import (DISPLAY_SIZE, Studio, clause_verdicts, detections_overlay, heat_tiles, image_seeds,  # noqa: E402
                      shipped_models)
 
@@ -128,7 +129,7 @@ def _layers(names):
     return gr.update(choices=names, value=[])
 
 
-def model_menu(model: str | None = None, shipped_dir: Path | None = None, shipped_default: Path | None = None
+def model_menu(model: str | None = None, shipped_dir: Path | None = MODELS, shipped_default: Path | None = DEFAULT_MODEL
                ) -> tuple[list[str], str | None]:
     """(the model menu, the model selected at start): the shipped models, their default first, and `model` (the one
     selected; the shipped default when None) at the top when it is a folder of one's own."""
@@ -140,8 +141,8 @@ def model_menu(model: str | None = None, shipped_dir: Path | None = None, shippe
     return (models, same[0]) if same else ([str(model)] + models, str(model))
 
 
-def build_app(model: str | None = None, studio: Studio | None = None, shipped_dir: Path | None = None,
-              shipped_default: Path | None = None):
+def build_app(model: str | None = None, studio: Studio | None = None, shipped_dir: Path | None = MODELS,
+              shipped_default: Path | None = DEFAULT_MODEL):
     """The gradio Blocks of the studio (not launched); the menu as ``model_menu`` makes it."""
     app = StudioApp(studio)
     models, default = model_menu(model, shipped_dir, shipped_default)
@@ -217,7 +218,7 @@ def theme():
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, block: bool = True, *,
-          shipped_dir: Path | None = None, shipped_default: Path | None = None, studio: Studio | None = None):
+          shipped_dir: Path | None = MODELS, shipped_default: Path | None = DEFAULT_MODEL, studio: Studio | None = None):
     """Load the model (a bad folder is a one-line error before anything listens), then start the studio on
     host:port with the menu ``model_menu`` makes; ``block=False`` returns the running Blocks (for tests and
     scripts)."""
