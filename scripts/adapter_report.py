@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_denoisers import train_rate  # noqa: E402
 
 from llmdiff.encoders import TextInput  # noqa: E402
-from llmdiff.denoisers import load_denoiser  # noqa: E402
+from llmdiff.model_folder import load_denoiser  # noqa: E402
 
 
 def gate_plot(gates: dict[str, tuple[float, float]], path: Path) -> None:

@@ -148,16 +148,17 @@ def test_text_unet_save_load(tmp_path):
 @pytest.mark.parametrize("kind", ["TextUNet", "UNet2DConditionModel"])
 def test_build_adapter_around_a_saved_base(tmp_path, kind):
     from llmdiff.denoisers.adapter import build_adapter_model
-    from llmdiff.model_folder import export_model
+    from llmdiff.model_folder import export_model, load_base_unet
 
     b = base()
     if kind == "TextUNet":  # a model folder, as training exports it
         export_model(b, tmp_path / "base")
     else:  # a Stable Diffusion style unet/ folder
         b.unet.save_pretrained(tmp_path / "base")
-    m = build_adapter_model(tmp_path / "base", (LLM,), (4,), connector="blockwise").eval()
+    base_path = tmp_path / "base"
+    m = build_adapter_model(load_base_unet(base_path), base_path, (LLM,), (4,), connector="blockwise").eval()
     for name, p in b.unet.state_dict().items():
         torch.testing.assert_close(m.unet.state_dict()[name], p)
     assert m.config.sample_size == 16 and not m.unet.conv_in.weight.requires_grad
     with pytest.raises(Exception, match="no trained base U-Net"):
-        build_adapter_model(tmp_path / "none", (LLM,), (4,))
+        load_base_unet(tmp_path / "none")

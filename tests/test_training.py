@@ -9,7 +9,7 @@ import torch
 from llmdiff.config import load_config, to_dict
 from llmdiff.errors import LLMDiffError
 from llmdiff.evaluation.model_eval import generate_suite
-from llmdiff.pipelines import LLMDiffPipeline
+from llmdiff import LLMDiffPipeline
 from llmdiff.training.trainer import Trainer, TrainingDiverged, train
 from tiny import losses
 

@@ -136,7 +136,7 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "lidit"  # "lidit", "unet" (a diffusers UNet2DConditionModel) or "unet_adapter" (LLMDiff)
+    kind: str = "lidit"  # one of denoisers.DENOISERS: "lidit", "unet" or "unet_adapter" (LLMDiff)
     preset: str = "tiny"
     overrides: dict = field(default_factory=dict)  # preset fields to change, e.g. {depth: 6}
     base: str | None = None  # unet_adapter: the frozen base model folder
@@ -144,14 +144,12 @@ class ModelConfig:
     init: str | None = None  # start from this trained model folder's weights (same architecture): fine-tuning
 
     def __post_init__(self):
-        from .denoisers import KINDS
+        from .denoisers import KINDS, kind_presets
 
         check_choice("model.kind", self.kind, KINDS)
-        if self.kind == "lidit":
-            from .denoisers.lidit import PRESETS
-        else:
-            from .denoisers.unet import PRESETS
-        check_choice("model.preset", self.preset, tuple(PRESETS))
+        presets = kind_presets(self.kind)
+        if presets:  # (the adapter takes its base's layout: unused_settings refuses a preset there)
+            check_choice("model.preset", self.preset, tuple(presets))
         if self.kind == "unet_adapter" and not self.base:
             raise LLMDiffError("model.kind=unet_adapter needs model.base=FOLDER (the frozen U-Net to adapt)")
 

@@ -7,11 +7,12 @@
                                              trust_remote_code=True)
 
 diffusers asks for ``trust_remote_code`` before it imports any file it is pointed at; this one only imports
-the installed llmdiff package. The denoiser modules are imported because diffusers resolves a component's
+the installed llmdiff package. Every denoiser class is imported because diffusers resolves a component's
 class only in modules that are already imported.
 """
 
-import llmdiff.denoisers.adapter  # noqa: F401
-import llmdiff.denoisers.lidit  # noqa: F401
-import llmdiff.denoisers.unet  # noqa: F401
+from llmdiff.denoisers import KINDS, denoiser_class
 from llmdiff.diffusers_pipeline import LLMDiffPipeline  # noqa: F401
+
+for kind in KINDS:
+    denoiser_class(kind)

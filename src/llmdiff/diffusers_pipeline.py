@@ -2,7 +2,7 @@
 
 diffusers contributes ``save_pretrained`` / ``from_pretrained`` (``model_index.json`` and one folder per
 component), ``components`` and its loading options (``torch_dtype``, passing components); generation itself
-is ``TextToImage``'s. Import it as ``from llmdiff.pipelines import LLMDiffPipeline``.
+is ``TextToImage``'s. Import it as ``from llmdiff import LLMDiffPipeline``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Model folders: diffusers' pipeline layout, the one export path, and conversion of old folders.
+"""Model folders: diffusers' pipeline layout, the one export path, loading a folder's denoiser, and conversion of
+old folders. Folders are written and read here without diffusers' pipeline class (``LLMDiffPipeline`` loads the same
+layout), so that this module sits below the pipelines.
 
     model_index.json   the components, `sample_config` (the model's steps, guidance scale and scheduler;
                        checked on load against config.py's limits) and `_sha256` (each weight file's hash,
@@ -22,6 +24,7 @@ SAMPLE_DEFAULTS = {f.name: f.default for f in fields(SampleConfig)}  # steps, gu
 # The shipped models live next to the package source (an editable install, as `make setup` makes).
 MODELS = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS / "shapes-lidit"
+PIPELINE_CLASS = "LLMDiffPipeline"  # model_index.json's _class_name: the diffusers pipeline class that loads a folder
 
 
 def checked_sample_config(given: dict | None, where: str) -> dict:
@@ -76,6 +79,52 @@ def sample_config_of(info: dict) -> dict:
     return {**SAMPLE_DEFAULTS, **(info.get("sample_config") or {})}
 
 
+def load_denoiser(path: Path | str):
+    """The denoiser of a model folder, of any kind, its weights checked against their recorded hashes."""
+    from .denoisers import model_class
+
+    info = read_model_index(path, verify=True)
+    return model_class(info["denoiser"][1]).from_pretrained(Path(path) / "denoiser")
+
+
+def denoiser_folder(path: Path | str) -> Path:
+    """Where a folder's denoiser lies: DIR/denoiser for a model folder, DIR for a bare diffusers model (e.g. a Stable
+    Diffusion unet/ folder)."""
+    from .denoisers import KIND_OF_CLASS
+    from .utils import read_json
+
+    path = Path(path)
+    config = path / "config.json"
+    if config.is_file() and not (path / "model_index.json").is_file():
+        info = read_json(config)
+        if not isinstance(info, dict) or info.get("_class_name") not in KIND_OF_CLASS:
+            return path
+    read_model_index(path)
+    return path / "denoiser"
+
+
+def load_base_unet(path: Path | str):
+    """The frozen base an LLM adapter is trained on: a trained U-Net model folder's diffusers U-Net, or a diffusers
+    UNet2DConditionModel folder (a Stable Diffusion unet/)."""
+    from diffusers import UNet2DConditionModel
+
+    from .denoisers import KIND_OF_CLASS, denoiser_class
+    from .utils import read_json
+
+    if not Path(path).is_dir():
+        raise LLMDiffError(f"no trained base U-Net at {path}; train it with configs/shapes-unet-base.yaml, or point "
+                           "model.base at a Stable Diffusion unet/ folder")
+    path = denoiser_folder(path)
+    config = read_json(path / "config.json")
+    class_name = config.get("_class_name") if isinstance(config, dict) else None
+    if KIND_OF_CLASS.get(class_name) == "unet":
+        return denoiser_class("unet").from_pretrained(path).unet
+    if class_name == "UNet2DConditionModel":
+        return UNet2DConditionModel.from_pretrained(path)
+    raise LLMDiffError(f"{path} holds a {class_name!r}; the adapter needs a UNet2DConditionModel or a model trained "
+                       "with model.kind=unet")
+
+
 def export_model(denoiser, out: Path | str, sample_config: dict | None = None, vae=None,
                  training: dict | None = None) -> Path:
     """Write a model folder (the one export path: training, `llmdiff export` and `llmdiff convert` use it).
@@ -87,7 +136,6 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
     import shutil
     import tempfile
 
-    from .diffusers_pipeline import LLMDiffPipeline
     from .diffusion import make_scheduler
     from .integrity import record_model_hashes
     from .utils import atomic_write_text
@@ -100,7 +148,7 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        LLMDiffPipeline(denoiser, scheduler, vae, sample_config).save_pretrained(tmp)
+        _save_components(tmp, {"denoiser": denoiser, "scheduler": scheduler, "vae": vae}, sample_config)
         if training:
             atomic_write_text(tmp / "training.json", json.dumps(training, indent=2) + "\n")
         record_model_hashes(tmp)
@@ -110,6 +158,23 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _save_components(folder: Path, components: dict, sample_config: dict) -> None:
+    """Each component in its subfolder and model_index.json, as diffusers' ``DiffusionPipeline.save_pretrained``
+    writes them for ``LLMDiffPipeline``: a component is [library, class], the library "diffusers" for diffusers'
+    classes and the defining module for ours (diffusers imports it on loading); vae is [null, null] when absent."""
+    import diffusers
+
+    index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": diffusers.__version__, "sample_config": sample_config}
+    for name, component in components.items():
+        if component is None:
+            index[name] = [None, None]
+            continue
+        module = type(component).__module__
+        index[name] = ["diffusers" if module.startswith("diffusers.") else module, type(component).__name__]
+        component.save_pretrained(folder / name)
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def _is_model_folder(path: Path) -> bool:

@@ -1,6 +1,6 @@
 """Text-to-image generation with a trained llmdiff model, in diffusers' pipeline layout.
 
-    from llmdiff.pipelines import LLMDiffPipeline
+    from llmdiff import LLMDiffPipeline
 
     pipe = LLMDiffPipeline.from_pretrained("models/shapes-lidit")
     images = pipe("a red circle to the left of a blue square", negative_prompt="a green square",
@@ -12,10 +12,11 @@ The frozen prompt encoders are not stored: the denoiser's config records which o
 with (model, layers, template, ...), the pipeline loads exactly those, and refuses a mismatched one.
 
 Two classes share one implementation. ``TextToImage`` (here) loads the folder itself and imports only
-what sampling needs; ``LLMDiffPipeline`` adds diffusers' ``DiffusionPipeline`` (``save_pretrained``,
-``from_pretrained``, ``DiffusionPipeline.from_pretrained(dir, custom_pipeline=CUSTOM_PIPELINE,
-trust_remote_code=True)``) and is imported on first use, because diffusers' pipeline module imports
-every diffusers model class (seconds of a cold start the command line does not need).
+what sampling needs; ``LLMDiffPipeline`` (``diffusers_pipeline.py``, above this module) adds diffusers'
+``DiffusionPipeline`` (``save_pretrained``, ``from_pretrained``, ``DiffusionPipeline.from_pretrained(dir,
+custom_pipeline=CUSTOM_PIPELINE, trust_remote_code=True)``); ``llmdiff.LLMDiffPipeline`` imports it on first use,
+because diffusers' pipeline module imports every diffusers model class (seconds of a cold start the command line
+does not need).
 """
 
 from __future__ import annotations
@@ -40,14 +41,6 @@ FEATURE_FIELDS = ("model", "layers", "mode", "normalize", "block_groups", "instr
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # The file diffusers' custom-pipeline loader imports: it only re-exports LLMDiffPipeline (nothing is downloaded).
 CUSTOM_PIPELINE = str(Path(__file__).with_name("diffusers_custom_pipeline.py"))
-
-
-def __getattr__(name: str):
-    if name == "LLMDiffPipeline":  # imported on first use: see the module docstring
-        from .diffusers_pipeline import LLMDiffPipeline
-
-        return LLMDiffPipeline
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _feature_fields(cfg: dict) -> dict:
@@ -370,14 +363,15 @@ class TextToImage:
         The adapter brings its own prompt encoder (loaded on first use) and installs a processor on every
         cross-attention that blends the base's attention and the adapter's: ``set_llm_adapter_scale``.
         """
+        from .denoisers import KIND_OF_CLASS
         from .denoisers.adapter import LLMAdapter, check_adapter_scale
 
         check_adapter_scale(scale)
         if self.llm_adapter is not None:
             raise LLMDiffError("an LLM adapter is already loaded; unload_llm_adapter() first")
-        if type(self.denoiser).__name__ != "TextUNet":
-            raise LLMDiffError(f"an LLM adapter plugs into a U-Net base (TextUNet); this pipeline's denoiser is a "
-                               f"{type(self.denoiser).__name__}")
+        if KIND_OF_CLASS.get(type(self.denoiser).__name__) != "unet":
+            raise LLMDiffError(f"an LLM adapter plugs into a U-Net base (model.kind=unet); this pipeline's denoiser "
+                               f"is a {type(self.denoiser).__name__}")
         adapter = LLMAdapter.load(path).to(self.device, self.dtype)
         adapter.attach(self.denoiser.unet)
         self.llm_adapter = adapter

@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes, reading text and JSON with errors that name the file, the user cache."""
+"""Small shared helpers: atomic writes, reading text and JSON with errors that name the file, the user cache,
+models built from named presets."""
 
 from __future__ import annotations
 
@@ -52,3 +53,10 @@ def cache_dir() -> Path:
         return Path(os.environ["LLMDIFF_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "llmdiff"
+
+
+def from_preset(cls, presets: dict[str, dict], preset: str, overrides: dict | None, label: str, **kwargs):
+    """`cls` built from a named preset, with the preset fields in `overrides` changed, plus `kwargs`."""
+    if preset not in presets:
+        raise LLMDiffError(f"unknown {label} preset {preset!r}; known: {', '.join(presets)}")
+    return cls(**{**presets[preset], **(overrides or {}), **kwargs})

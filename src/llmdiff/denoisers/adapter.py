@@ -293,33 +293,10 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
         return LLMAdapter.from_adapted(self).save(path)
 
 
-def load_base_unet(path: Path | str):
-    """The frozen base: a trained TextUNet folder (its inner U-Net) or a diffusers UNet2DConditionModel folder."""
-    from diffusers import UNet2DConditionModel
-
-    from . import denoiser_folder
-
-    if not Path(path).is_dir():
-        raise LLMDiffError(f"no trained base U-Net at {path}; train it with configs/shapes-unet-base.yaml, or point "
-                           "model.base at a Stable Diffusion unet/ folder")
-    path = denoiser_folder(path)
-    kind = json.loads((path / "config.json").read_text()).get("_class_name")
-    if kind == "TextUNet":
-        from .unet import TextUNet
-
-        return TextUNet.from_pretrained(path).unet
-    if kind == "UNet2DConditionModel":
-        return UNet2DConditionModel.from_pretrained(path)
-    raise LLMDiffError(f"{path} holds a {kind!r}; the adapter needs a UNet2DConditionModel or a TextUNet")
-
-
-def build_adapter_model(base_path: Path | str | None, text_dims: tuple[int, ...], text_outputs: tuple[int, ...],
+def build_adapter_model(base, base_path: Path | str, text_dims: tuple[int, ...], text_outputs: tuple[int, ...],
                         connector: str = "blockwise", objective: str = "flow", encoders: tuple[dict, ...] = ()) -> AdaptedUNet:
-    """A new adapter around the frozen base U-Net in `base_path` (a TextUNet model folder or a diffusers
-    UNet2DConditionModel folder), with the base's weights loaded and frozen."""
-    if not base_path:
-        raise LLMDiffError("model.base must name the trained base U-Net folder (e.g. models/shapes-unet-base)")
-    base = load_base_unet(base_path)
+    """A new adapter around the frozen base U-Net `base` (a diffusers UNet2DConditionModel, as
+    ``model_folder.load_base_unet`` loads it from `base_path`), with the base's weights copied and frozen."""
     model = AdaptedUNet(base_config=dict(base.config), base_path=str(base_path), text_dims=tuple(text_dims),
                         text_outputs=tuple(text_outputs), connector=connector, sample_size=base.config.sample_size,
                         in_channels=base.config.in_channels, objective=objective, encoders=tuple(encoders))

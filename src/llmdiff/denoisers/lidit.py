@@ -25,6 +25,7 @@ from ..errors import LLMDiffError
 from ..layers import (
     FeedForward, JointAttention, MixFFN, MultiHeadAttention, TimestepEmbedder, masked_mean, modulate, with_null_token,
 )
+from ..utils import from_preset
 
 # Named sizes. Parameter counts (denoiser + one-LLM text side at width 576) are checked in tests.
 PRESETS: dict[str, dict] = {
@@ -266,6 +267,4 @@ def _split_2x2(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def build_lidit(preset: str, overrides: dict | None = None, **kwargs) -> LIDiT:
-    from . import from_preset
-
     return from_preset(LIDiT, PRESETS, preset, overrides, "LI-DiT", **kwargs)

@@ -17,6 +17,7 @@ from torch import nn
 from ..encoders.base import TextInput
 from ..errors import LLMDiffError
 from ..layers import with_null_token
+from ..utils import from_preset
 
 PRESETS: dict[str, dict] = {
     # Stable Diffusion 1.5's block types at CPU widths, pixel space at 32 px: four levels (32, 16, 8, 4 px)
@@ -62,6 +63,4 @@ class TextUNet(ModelMixin, ConfigMixin):
 
 
 def build_unet(preset: str, overrides: dict | None = None, **kwargs) -> TextUNet:
-    from . import from_preset
-
     return from_preset(TextUNet, PRESETS, preset, overrides, "U-Net", **kwargs)

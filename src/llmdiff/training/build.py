@@ -1,13 +1,15 @@
 """The denoiser an experiment config describes: the one place where config sections become the plain
-arguments of the denoisers' builders (the denoisers themselves know nothing of experiment configs)."""
+arguments of the denoisers' classes (the denoisers themselves know nothing of experiment configs)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..config import ExperimentConfig, to_dict
-from ..denoisers import KINDS, load_denoiser
+from ..denoisers import denoiser_class, kind_presets
 from ..errors import LLMDiffError
+from ..model_folder import load_base_unet, load_denoiser
+from ..utils import from_preset
 
 
 def build_denoiser(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int]):
@@ -25,26 +27,22 @@ def build_denoiser(cfg: ExperimentConfig, text_dims: list[int], text_outputs: li
 
 
 def _build(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int]):
-    encoders = tuple(to_dict(e) for e in cfg.text.encoders)
+    kind, encoders = cfg.model.kind, tuple(to_dict(e) for e in cfg.text.encoders)
     size, channels = denoised_shape(cfg)
-    common = dict(sample_size=size, in_channels=channels, objective=cfg.train.objective, encoders=encoders)
-    if cfg.model.kind == "lidit":
-        from ..denoisers.lidit import build_lidit
-
-        return build_lidit(cfg.model.preset, cfg.model.overrides, text_dims=tuple(text_dims),
-                           text_outputs=tuple(text_outputs), connector=cfg.text.connector,
-                           refiner_depth=cfg.text.refiner_depth, refiner_causal=cfg.text.refiner_causal,
-                           collaborative=cfg.text.collaborative, **common)
-    if cfg.model.kind == "unet":
-        from ..denoisers.unet import build_unet
-
-        return build_unet(cfg.model.preset, cfg.model.overrides, text_dims=tuple(text_dims), **common)
-    if cfg.model.kind == "unet_adapter":
+    if kind == "unet_adapter":  # its layout is the base's
         from ..denoisers.adapter import build_adapter_model
 
-        return build_adapter_model(cfg.model.base, text_dims=tuple(text_dims), text_outputs=tuple(text_outputs),
-                                   connector=cfg.text.connector, objective=cfg.train.objective, encoders=encoders)
-    raise LLMDiffError(f"unknown model kind {cfg.model.kind!r}; known: {', '.join(KINDS)}")
+        return build_adapter_model(load_base_unet(cfg.model.base), cfg.model.base, text_dims=tuple(text_dims),
+                                   text_outputs=tuple(text_outputs), connector=cfg.text.connector,
+                                   objective=cfg.train.objective, encoders=encoders)
+    settings = dict(sample_size=size, in_channels=channels, objective=cfg.train.objective, encoders=encoders,
+                    text_dims=tuple(text_dims))
+    if kind == "lidit":  # LI-DiT's text side: connector and refiners (config.unused_settings refuses them elsewhere)
+        settings.update(text_outputs=tuple(text_outputs), connector=cfg.text.connector,
+                        refiner_depth=cfg.text.refiner_depth, refiner_causal=cfg.text.refiner_causal,
+                        collaborative=cfg.text.collaborative)
+    return from_preset(denoiser_class(kind), kind_presets(kind), cfg.model.preset, cfg.model.overrides, kind,
+                       **settings)
 
 
 def denoised_shape(cfg: ExperimentConfig) -> tuple[int, int]:
