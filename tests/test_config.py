@@ -52,3 +52,35 @@ def test_train_takes_dotted_overrides_before_and_after_its_options(monkeypatch, 
     assert "unrecognized arguments: --steps=3" in capsys.readouterr().err
     assert cli.main(["eval", "--images", "i", "--out", "o", "x=1"]) == 2  # commands without overrides refuse them
     assert "unrecognized arguments: x=1" in capsys.readouterr().err
+
+
+def test_every_model_kind_names_one_class_and_a_folder_finds_it_by_name():
+    from llmdiff.denoisers import KINDS, denoiser_class, model_class
+
+    classes = [denoiser_class(kind) for kind in KINDS]
+    assert len(set(classes)) == len(KINDS)
+    assert [model_class(cls.__name__) for cls in classes] == classes
+    with pytest.raises(LLMDiffError, match="'UNet2DConditionModel' is not an llmdiff model"):
+        model_class("UNet2DConditionModel")
+    with pytest.raises(LLMDiffError, match="model.kind must be one of lidit, unet, unet_adapter"):
+        load_config(None, ["model.kind=dit"])
+
+
+def test_generate_offers_the_samplers_values_and_limits(monkeypatch, capsys):
+    """--steps and --guidance-scale take exactly what SampleConfig accepts, --scheduler the sampler's schedulers."""
+    from llmdiff import cli
+    from llmdiff.config import GUIDANCE_SCALE, SAMPLE_STEPS
+    from llmdiff.diffusion import SCHEDULERS
+
+    seen = {}
+    monkeypatch.setitem(cli.COMMANDS, "generate", lambda args: seen.update(vars(args)))
+    for option, (lo, hi) in (("--steps", SAMPLE_STEPS), ("--guidance-scale", GUIDANCE_SCALE)):
+        for value, code in ((lo, 0), (hi, 0), (hi + 1, 2), (lo - 1, 2)):
+            assert cli.main(["generate", "a red circle", option, str(value)]) == code, (option, value)
+    for scheduler in SCHEDULERS:
+        assert cli.main(["generate", "a red circle", "--scheduler", scheduler]) == 0
+        assert seen["scheduler"] == scheduler
+    capsys.readouterr()
+    assert cli.main(["generate", "a red circle", "--scheduler", "euler"]) == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'euler'" in error and all(scheduler in error for scheduler in SCHEDULERS)

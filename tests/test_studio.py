@@ -55,6 +55,17 @@ def test_menu_holds_every_shipped_model_default_first():
     assert sorted(menu) == PIPELINE_MODELS
 
 
+def test_sliders_span_the_sampling_limits_at_the_sampling_defaults():
+    from llmdiff.config import GUIDANCE_SCALE, SAMPLE_STEPS, SampleConfig
+    from llmdiff.studio_app import build_app
+
+    demo = build_app(shipped_dir=None, shipped_default=None)
+    sliders = {b.label: b for b in demo.blocks.values() if type(b).__name__ == "Slider"}
+    for label, (lo, hi), default in (("Steps", SAMPLE_STEPS, SampleConfig.steps),
+                                     ("Guidance scale", GUIDANCE_SCALE, SampleConfig.guidance_scale)):
+        assert (sliders[label].minimum, sliders[label].maximum, sliders[label].value) == (lo, hi, default), label
+
+
 def test_seeds_are_the_ones_generate_gives():
     from llmdiff.pipelines import image_seed
     from llmdiff.studio import image_seeds

@@ -311,7 +311,8 @@ IMAGES_PER_PROMPT = int_in(1, 256)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .generate import GUIDANCE, STEPS
+    from .config import GUIDANCE_SCALE, SAMPLE_STEPS
+    from .diffusion import SCHEDULERS
 
     p = _Parser(prog="llmdiff", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
@@ -382,10 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out.png", help="a PNG for one image; with several images NAME-NNN-SEED.png "
                    "beside it (or NNN-SEED.png in a folder) and a grid; a folder for a suite (default out.png)")
     g.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=1, help="images per prompt (default 1)")
-    g.add_argument("--steps", type=int_in(*STEPS), help="sampling steps (default: the model's sample_config)")
-    g.add_argument("--guidance-scale", type=float_in(*GUIDANCE),
+    g.add_argument("--steps", type=int_in(*SAMPLE_STEPS), help="sampling steps (default: the model's sample_config)")
+    g.add_argument("--guidance-scale", type=float_in(*GUIDANCE_SCALE),
                    help="classifier-free guidance, 1 = off (default: the model's)")
-    g.add_argument("--scheduler", choices=["default", "flow_euler", "dpm_solver", "ddim"],
+    g.add_argument("--scheduler", choices=SCHEDULERS,
                    help="sampling scheduler (default: the model's)")
     g.add_argument("--seed", type=SEED, default=0, help="image k of prompt i gets a seed derived from this (default 0)")
     g.add_argument("--batch-size", type=int_in(1, 1024), default=16, help="images sampled together (default 16)")

@@ -115,7 +115,7 @@ def empty_like(texts: list[TextInput]) -> list[TextInput]:
 
 
 @torch.no_grad()
-def sample(model, texts: list[TextInput], scheduler, steps: int = 25, guidance_scale: float = 2.0,
+def sample(model, texts: list[TextInput], scheduler, steps: int, guidance_scale: float,
            generator: torch.Generator | None = None, shape: tuple[int, int, int] = (3, 32, 32),
            progress: bool | Callable = False, noise: torch.Tensor | None = None,
            uncond: list[TextInput] | None = None, callback: Callable | None = None) -> torch.Tensor:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import GUIDANCE_SCALE as GUIDANCE, SAMPLE_STEPS as STEPS  # noqa: F401 - the CLI's names for them
 from .config import check_choice, check_guidance_scale, check_steps
 from .encoders.base import check_text
 from .errors import LLMDiffError, LLMDiffTypeError

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import check_guidance_scale, check_steps
 from .errors import LLMDiffError
 from .generate import save_png as save_png_with_settings
 from .model_folder import read_model_index
@@ -143,9 +144,9 @@ class Studio:
         with self._lock:
             pipe = self.pipeline(model)
             steps, guidance_scale = pipe.sampling(int(steps) if steps else None, guidance_scale)
+            check_steps("steps", steps)
+            check_guidance_scale("guidance_scale", guidance_scale)
             guidance_scale = float(guidance_scale)
-            if steps < 1:
-                raise LLMDiffError(f"steps must be at least 1, got {steps}")
             return [self._one(pipe, model, prompt, int(s), steps, guidance_scale, attention, negative_prompt)
                     for s in seeds]
 

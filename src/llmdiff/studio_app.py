@@ -18,8 +18,9 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
 import gradio as gr  # noqa: E402
 
+from .config import GUIDANCE_SCALE, SAMPLE_STEPS  # noqa: E402
 from .errors import LLMDiffError  # noqa: E402
-from .model_folder import DEFAULT_MODEL, MODELS  # noqa: E402
+from .model_folder import DEFAULT_MODEL, MODELS, SAMPLE_DEFAULTS  # noqa: E402
 from .studio import (DISPLAY_SIZE, Studio, clause_verdicts, detections_overlay, heat_tiles, image_seeds,  # noqa: E402
                      shipped_models)
 
@@ -168,8 +169,10 @@ def build_app(model: str | None = None, studio: Studio | None = None, shipped_di
                                      info="the images `llmdiff generate --seed` draws from it")
                     random_seed = gr.Checkbox(False, label="random seed")
                 n_images = gr.Slider(1, 8, 4, step=1, label="Images per prompt", elem_id="n-images")
-                steps = gr.Slider(1, 100, 25, step=1, label="Steps", elem_id="steps")
-                guidance = gr.Slider(1.0, 10.0, 2.0, step=0.5, label="Guidance scale")
+                # the limits every boundary accepts, at the defaults of a model folder without its own
+                steps = gr.Slider(*SAMPLE_STEPS, SAMPLE_DEFAULTS["steps"], step=1, label="Steps", elem_id="steps")
+                guidance = gr.Slider(*GUIDANCE_SCALE, SAMPLE_DEFAULTS["guidance_scale"], step=0.5,
+                                     label="Guidance scale", info="1 is no guidance")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown(elem_id="status")
             with gr.Column(scale=2):
