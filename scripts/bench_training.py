@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "shapes-lidit.yaml")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a screen run uses)")
     p.add_argument("--rounds", type=int, default=6, help="timed steps of each way")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="where the report goes ('' for none)")
     args = p.parse_args()
     if args.threads < 1 or args.rounds < 2:
         p.error("--threads must be at least 1 and --rounds at least 2")
@@ -108,10 +108,11 @@ def main() -> None:
         lines.append(f"* {way}: " + ", ".join(f"`{k}` {s:.0%}" for k, s in ops))
     text = "\n".join(lines) + "\n"
     print(text)
-    if str(args.out):
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "mixed_precision.json", json.dumps(result, indent=2) + "\n")
-        atomic_write_text(args.out / "mixed_precision.md", text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "mixed_precision.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / "mixed_precision.md", text)
 
 
 if __name__ == "__main__":
