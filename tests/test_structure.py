@@ -90,3 +90,25 @@ def test_find_cycle():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_core_install_leaves_the_studio_and_browser_packages_to_extras():
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"]).lower()
+    assert not any(name in core for name in ("gradio", "playwright", "pytest")), core
+    assert any("gradio" in d for d in project["optional-dependencies"]["studio"])
+    assert any("playwright" in d for d in project["optional-dependencies"]["dev"])
+
+
+def test_serve_without_the_studio_extra_says_how_to_install_it(monkeypatch, capsys):
+    import importlib.util
+
+    from llmdiff.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'llmdiff[studio]'" in err[0], err

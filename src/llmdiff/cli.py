@@ -476,6 +476,10 @@ def _probe(args) -> None:
 
 @command("serve")
 def _serve(args) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise LLMDiffError("llmdiff serve needs the studio's packages: pip install 'llmdiff[studio]'")
     from .studio_app import serve
 
     if not 0 < args.port < 65536:
