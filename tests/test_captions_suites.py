@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from llmdiff.errors import LLMDiffError
-from llmdiff.shapes.captions import EVAL, PARAPHRASE, PHRASEBOOKS, TRAIN, TRAIN_RICH, TRAINING_PHRASEBOOKS, caption
+from llmdiff.shapes.captions import (
+    EVAL, LEXICAL, PARAPHRASE, PHRASEBOOKS, TRAIN, TRAIN_RICH, TRAINING_PHRASEBOOKS, caption,
+)
+from llmdiff.shapes.dense import CLOSINGS, LISTING_FRAMES, PREAMBLES, RELATION_FRAMES
 from llmdiff.shapes.suites import (
     HELDOUT_COMPOSITIONS, SUITES, build_suite, contradicting_spec, is_heldout, load_suite, suite_path,
 )
@@ -36,6 +39,69 @@ def test_no_paraphrase_word_or_frame_reaches_training_captions(phrasebook):
     for frame in PARAPHRASE.attribute_frames:  # "{size} {noun} in {color}": the word after the noun
         joint = frame.split("{noun}")[1].split("{color}")[0].strip()
         assert f" {joint} red" not in text and f" {joint} blue" not in text, joint
+
+
+# Words a held-out phrase may share with training captions: articles, prepositions, "is", "and".
+FUNCTION_WORDS = frozenset({"a", "an", "and", "are", "in", "is", "it", "its", "of", "on", "the", "to", "with"})
+VOCABULARY = ("nouns", "colors", "sizes", "relations", "relations_from_object", "count_words")
+FRAMES = ("single", "pair", "relation", "count", "listing", "attribute_frames", "suffixes", "prefixes")
+
+
+def _tokens(text: str) -> set[str]:
+    """The lower-case words of a text or a frame (placeholders such as {A} dropped; "grass-green" is two words)."""
+    return set(re.findall(r"[a-z0-9]+", re.sub(r"\{\w+\}", " ", text.lower())))
+
+
+def _vocabulary(book) -> set[str]:
+    """The words of a phrasebook's colour, shape (and plural), size, relation and number phrases."""
+    phrases = [p for f in VOCABULARY for ps in getattr(book, f).values() for p in ps]
+    phrases += [book.plurals[n] for ns in book.nouns.values() for n in ns]
+    return set().union(*map(_tokens, phrases))
+
+
+def _fragments(frames) -> list[str]:
+    """The literal pieces of frames between their placeholders that hold more than function words."""
+    pieces = (p.strip(" ,.:;").lower() for f in frames for p in re.split(r"\{\w+\}", f))
+    return [p for p in pieces if _tokens(p) - FUNCTION_WORDS]
+
+
+# Every word a training caption can contain: each training phrasebook's vocabulary and frames.
+TRAINING_WORDS = set().union(*(_vocabulary(PHRASEBOOKS[b]) | set().union(*(
+    _tokens(f) for field in FRAMES for f in getattr(PHRASEBOOKS[b], field))) for b in TRAINING_PHRASEBOOKS))
+TRAINING_FRAMES = [f for b in TRAINING_PHRASEBOOKS for field in FRAMES for f in getattr(PHRASEBOOKS[b], field)]
+DENSE_FRAMES = PREAMBLES + LISTING_FRAMES + RELATION_FRAMES + CLOSINGS
+
+
+def test_lexical_words_are_in_no_training_phrasebook():
+    held_out = _vocabulary(LEXICAL) - FUNCTION_WORDS
+    assert {"ruby", "quadrangle", "ball", "trio", "quartet", "leftward", "atop"} <= held_out
+    assert not held_out & TRAINING_WORDS, sorted(held_out & TRAINING_WORDS)
+    for book in TRAINING_PHRASEBOOKS:  # and its frames (eval's) are no training frames
+        for field in FRAMES[:5]:
+            assert not set(getattr(LEXICAL, field)) & set(getattr(PHRASEBOOKS[book], field)), (book, field)
+
+
+def test_dense_prompts_use_no_training_word_beside_the_object_vocabulary():
+    # a dense prompt names its objects in eval's words (those of the geneval suite); everything else is new
+    allowed = _vocabulary(EVAL) | FUNCTION_WORDS
+    for e in load_suite("dense"):
+        leaked = (_tokens(e["prompt"]) - allowed) & TRAINING_WORDS
+        assert not leaked, (sorted(leaked), e["prompt"])
+    for fragment in _fragments(DENSE_FRAMES):
+        assert not any(fragment in f.lower() for f in TRAINING_FRAMES), fragment
+
+
+@pytest.mark.parametrize("phrasebook", TRAINING_PHRASEBOOKS)
+def test_no_dense_or_lexical_word_or_frame_reaches_training_captions(phrasebook):
+    captions = build_caption_set(3000, 2, seed=5, phrasebook=phrasebook).captions
+    words = set().union(*map(_tokens, captions))
+    text = " ".join(captions).lower()
+    assert not (_vocabulary(LEXICAL) - FUNCTION_WORDS) & words
+    dense_words = set().union(*(_tokens(e["prompt"]) for e in load_suite("dense")))
+    assert not (dense_words - _vocabulary(EVAL) - FUNCTION_WORDS) & words
+    lexical_frames = [f for field in FRAMES for f in getattr(LEXICAL, field)]
+    for fragment in _fragments(DENSE_FRAMES + tuple(lexical_frames)):
+        assert fragment not in text, fragment
 
 
 def test_the_rich_phrasebook_uses_its_extra_words_and_frames():

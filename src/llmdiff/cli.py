@@ -322,17 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     shapes = sub.add_parser("shapes", help="the Shapes world: render scenes, write prompt suites, ground truth")
     ssub = shapes.add_subparsers(dest="shapes_command", required=True, metavar="SUBCOMMAND")
     r = ssub.add_parser("render", help="a PNG grid of scenes with their captions")
-    r.add_argument("--suite", help="render prompts of this suite (geneval, compbench, position_bias, paraphrase or a JSONL)")
+    r.add_argument("--suite", help="render prompts of this suite (geneval, compbench, position_bias, paraphrase, dense, "
+                   "lexical or a JSONL)")
     r.add_argument("--n", type=int_in(1, 1024), default=16, help="number of scenes (default 16)")
     r.add_argument("--resolution", type=RESOLUTION, default=32, help="image side in pixels (default 32)")
     r.add_argument("--cols", type=int_in(1, 64), default=4, help="scenes per row of the grid (default 4)")
     r.add_argument("--seed", type=SEED, default=0, help="seed of the scenes and captions drawn (default 0)")
     r.add_argument("--out", default="shapes.png", help="output PNG (default shapes.png)")
     pr = ssub.add_parser("prompts", help="a prompt suite in GenEval's metadata format (JSONL)")
-    pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias or paraphrase")
+    pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase, dense or lexical")
     pr.add_argument("--out", help="write to this file instead of stdout")
     gt = ssub.add_parser("gt", help="ground-truth renders of a suite in the GenEval folder layout")
-    gt.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase or a JSONL")
+    gt.add_argument("--suite", required=True,
+                    help="geneval, compbench, position_bias, paraphrase, dense, lexical or a JSONL")
     gt.add_argument("--out", required=True, help="the folder the GenEval layout is written to")
     gt.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4,
                     help="renders per prompt, each a new draw of its scene (default 4)")

@@ -14,7 +14,7 @@ from ..shapes.suites import COMPBENCH_TAGS, GENEVAL_TAGS, POSITION_BINS
 from ..utils import atomic_write_text
 from .detect import DEFAULT_THRESHOLD, detect
 from .layout import Layout, read_layout, read_record
-from .scoring import POSITION_OUTCOMES, position_outcome, score_entry
+from .scoring import DPG_CATEGORIES, POSITION_OUTCOMES, image_score, position_outcome, score_entry
 
 BENCHMARK_ORDER = ("geneval", "compbench", "position_bias")
 
@@ -25,14 +25,16 @@ def evaluate_layout(layout: Layout, threshold: float = DEFAULT_THRESHOLD, progre
     for s in tqdm(layout.samples, desc="evaluating", unit="img", disable=not progress):
         detections = detect(s.image, threshold=threshold)
         correct, clauses = score_entry(detections, s.entry)
+        benchmark = s.entry.get("benchmark", "geneval")
         results.append({
             "filename": str(s.path),
             "prompt_index": s.prompt_index,
-            "benchmark": s.entry.get("benchmark", "geneval"),
+            "benchmark": benchmark,
             "tag": s.entry.get("tag", ""),
             "prompt": s.entry["prompt"],
             "heldout": bool(s.entry.get("heldout", False)),
             "correct": correct,
+            "score": image_score(correct, clauses, benchmark),
             "clauses": clauses,
             "detections": [d.to_dict() for d in detections],
         })
@@ -40,21 +42,25 @@ def evaluate_layout(layout: Layout, threshold: float = DEFAULT_THRESHOLD, progre
 
 
 def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
-    """Per-benchmark task accuracies, overall = mean of task accuracies (GenEval's aggregation)."""
+    """Per-benchmark task accuracies, overall = mean of task accuracies (GenEval's aggregation); for DPG-Bench's
+    questions, accuracy per question category and overall = the mean of the images' scores (DPG's aggregation)."""
     summary: dict = {"n_images": len(results), "errors": errors or [], "benchmarks": {}}
-    groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))  # image scores per task
     split: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     bins: dict[int, list[bool]] = defaultdict(list)
     outcomes: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(POSITION_OUTCOMES, 0))
+    questions: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        groups[r["benchmark"]][r["tag"]].append(r["correct"])
+        groups[r["benchmark"]][r["tag"]].append(r.get("score", r["correct"]))
         outcome = position_outcome(r["correct"], r["clauses"])
         if outcome:
             outcomes[r["benchmark"]][outcome] += 1
-        split[r["benchmark"]]["heldout" if r["heldout"] else "seen"].append(r["correct"])
+        split[r["benchmark"]]["heldout" if r["heldout"] else "seen"].append(r.get("score", r["correct"]))
         for c in r["clauses"]:
             if "position_bin" in c:
                 bins[c["position_bin"]].append(c["passed"])
+            if "category" in c:
+                questions[r["benchmark"]][c["category"]].append(c["passed"])
     for bench in sorted(groups, key=lambda b: (BENCHMARK_ORDER + (b,)).index(b)):
         order = list(GENEVAL_TAGS + COMPBENCH_TAGS)
         ordered = sorted(groups[bench].items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
@@ -64,6 +70,8 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
             "overall": float(np.mean([t["accuracy"] for t in tags.values()])),
             "by_composition": {k: {"accuracy": float(np.mean(v)), "n": len(v)} for k, v in sorted(split[bench].items())},
         }
+        if bench in questions:
+            entry.update(_question_summary(questions[bench], [s for v in groups[bench].values() for s in v]))
         if bench in outcomes:  # where the images of prompts with a relation went wrong
             entry["position_outcomes"] = outcomes[bench]
         summary["benchmarks"][bench] = entry
@@ -74,6 +82,14 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
             "n_pairs": [len(bins[b]) for b in range(POSITION_BINS)],
         }
     return summary
+
+
+def _question_summary(by_category: dict[str, list[bool]], scores: list[float]) -> dict:
+    """DPG-Bench's report: accuracy per question category (a question whose parent failed counts 0) and overall =
+    the mean over images of the fraction of its questions passed."""
+    order = sorted(by_category, key=lambda k: (DPG_CATEGORIES + (k,)).index(k))
+    return {"tasks": {k: {"accuracy": float(np.mean(by_category[k])), "n": len(by_category[k])} for k in order},
+            "overall": float(np.mean(scores)), "n_unit": "questions", "overall_rule": "mean per-question score"}
 
 
 def geneval_row(summary: dict) -> dict:
@@ -100,9 +116,9 @@ def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
     elif "producer" in summary:
         lines += ["", "No record of what made these images (not written by `llmdiff generate`)."]
     for bench, s in summary["benchmarks"].items():
-        lines += ["", f"## {bench}", "", "| task | accuracy | images |", "|---|---:|---:|"]
+        lines += ["", f"## {bench}", "", f"| task | accuracy | {s.get('n_unit', 'images')} |", "|---|---:|---:|"]
         lines += [f"| {t} | {v['accuracy']:.3f} | {v['n']} |" for t, v in s["tasks"].items()]
-        lines.append(f"| **overall** (mean of tasks) | **{s['overall']:.3f}** | |")
+        lines.append(f"| **overall** ({s.get('overall_rule', 'mean of tasks')}) | **{s['overall']:.3f}** | |")
         comp = ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['n']})" for k, v in s["by_composition"].items())
         lines += ["", f"Images by composition: {comp}."]
         if "position_outcomes" in s:

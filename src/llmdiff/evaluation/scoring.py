@@ -1,5 +1,5 @@
 """Scoring rules: GenEval's clauses exactly, T2I-CompBench-style binding and spatial scores,
-and the per-pair accuracy behind the positional-bias curve.
+the per-pair accuracy behind the positional-bias curve, and DPG-Bench's dependent questions.
 
 Each scorer takes the detections of one image and its suite entry and returns
 ``(correct, clauses)``: whether the image passes, and one record per clause.
@@ -8,6 +8,9 @@ Each scorer takes the detections of one image and its suite entry and returns
 from __future__ import annotations
 
 from collections import defaultdict
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..errors import LLMDiffError
 from ..shapes.suites import MIRROR
@@ -157,6 +160,71 @@ def _center(b):
     return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
 
 
+def _assign(detections: list[Detection], include: list[dict]) -> list[list[Detection]]:
+    """The detections each group of ``include`` is matched to: one per object of the group, of the group's class,
+    assigned so that the most objects are matched and, among those assignments, the most colours and sizes
+    agree (a DSG question about "the red circle" is asked of the red one when two circles are drawn)."""
+    wanted = [g for g, req in enumerate(include) for _ in range(int(req["count"]))]
+    if not wanted or not detections:
+        return [[] for _ in include]
+    weight = np.zeros((len(wanted), len(detections)))  # (objects asked for, detections)
+    for k, g in enumerate(wanted):
+        req = include[g]
+        for d, o in enumerate(detections):
+            if o.shape == req["class"]:  # 100 for the class outweighs every agreement below
+                weight[k, d] = 100 + 2 * (o.color == req.get("color")) + (o.size == req.get("size")) + o.confidence / 10
+    matched: list[list[Detection]] = [[] for _ in include]
+    for k, d in zip(*linear_sum_assignment(weight, maximize=True)):
+        if weight[k, d] > 0:
+            matched[wanted[k]].append(detections[d])
+    return matched
+
+
+DPG_CATEGORIES = ("entity", "attribute", "count", "relation")
+
+
+def score_dpg(detections: list[Detection], entry: dict) -> tuple[bool, list[dict]]:
+    """DPG-Bench's questions answered by the detector: entity (a group's class is drawn), attribute (its colour,
+    its size), count (exactly ``count`` objects of its class and colour) and relation (GenEval's position rule
+    between two groups' objects). A question whose parent failed counts 0, as in DPG-Bench; ``answered`` keeps
+    what the detector said. The image's score is the fraction of questions passed (``image_score``)."""
+    include = entry["include"]
+    matched = _assign(detections, include)
+    clauses: list[dict] = []
+    for q, question in enumerate(entry["questions"]):
+        category = question["category"]
+        found = matched[question["object"]] if "object" in question else []
+        req = include[question["object"]] if "object" in question else {}
+        if category == "entity":
+            ok, reason = bool(found), f"no {req['class']}"
+        elif category == "attribute":
+            attr = question["attribute"]
+            ok = bool(found) and all(getattr(o, attr) == req[attr] for o in found)
+            reason = f"expected {req[attr]}, found {', '.join(getattr(o, attr) for o in found) or 'nothing'}"
+        elif category == "count":
+            n = sum(o.shape == req["class"] and o.color == req.get("color") for o in detections)
+            ok, reason = n == int(req["count"]), f"expected {req['count']}, found {n}"
+        elif category == "relation":
+            i, rel, j = question["relation"]
+            seen = relative_position(matched[i][0].bbox, matched[j][0].bbox) if matched[i] and matched[j] else set()
+            ok, reason = rel in seen, f"expected {rel}, found {' and '.join(sorted(seen)) or 'no relation'}"
+        else:
+            raise LLMDiffError(f"unknown DPG question category {category!r}; known: {', '.join(DPG_CATEGORIES)}")
+        failed = [p for p in question.get("parents", []) if not clauses[p]["passed"]]
+        if failed:
+            reason = f"parent question {failed[0]} failed"
+        clauses.append({"kind": "question", "index": q, "category": category, "clause": question["question"],
+                        "passed": ok and not failed, "answered": ok, "reason": "" if ok and not failed else reason})
+    return all(c["passed"] for c in clauses), clauses
+
+
+def image_score(correct: bool, clauses: list[dict], benchmark: str) -> float:
+    """One image's score: DPG-Bench's fraction of questions passed, else whether it passes (GenEval, CompBench)."""
+    if benchmark == "dpg":
+        return float(np.mean([c["passed"] for c in clauses])) if clauses else 0.0
+    return float(correct)
+
+
 def score_entry(detections: list[Detection], entry: dict) -> tuple[bool, list[dict]]:
     """Pick the scoring rules by the entry's benchmark (GenEval when unspecified)."""
     benchmark = entry.get("benchmark", "geneval")
@@ -166,4 +234,6 @@ def score_entry(detections: list[Detection], entry: dict) -> tuple[bool, list[di
         return score_spatial(detections, entry) if entry["tag"] == "spatial" else score_attributes(detections, entry)
     if benchmark == "position_bias":
         return score_attributes(detections, entry)
-    raise LLMDiffError(f"unknown benchmark {benchmark!r} (expected geneval, compbench or position_bias)")
+    if benchmark == "dpg":
+        return score_dpg(detections, entry)
+    raise LLMDiffError(f"unknown benchmark {benchmark!r} (expected geneval, compbench, position_bias or dpg)")

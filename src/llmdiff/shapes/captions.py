@@ -5,7 +5,9 @@ Phrasebooks with disjoint sentence frames:
 * ``train``      — the frames and words training captions are made of;
 * ``train-rich`` — the same with more words per concept and more frames (``data.phrasebook``);
 * ``eval``       — other frames over the same words (the ``geneval``/``compbench``/``position_bias`` suites);
-* ``paraphrase`` — other frames again, plus synonyms that no training caption uses.
+* ``paraphrase`` — other frames again, plus synonyms that no training caption uses;
+* ``lexical``    — ``eval``'s frames with colour, shape, number and relation words that no phrasebook above
+  uses (the ``lexical`` suite): only the words differ from the ``geneval`` suite.
 
 Every frame is a ``str.format`` template over noun phrases ({A}, {B}, ... with their
 determiners), relation words ({rel}) and counts ({N} {nouns}).
@@ -210,7 +212,44 @@ TRAIN_SUBJECT_FIRST = replace(
     relation=("{A} {rel} {B}", "there is {A} {rel} {B}", "an image of {A} {rel} {B}"),
 )
 
-PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, EVAL, PARAPHRASE)}
+# EVAL's frames with words of its own for every colour, shape, number and relation. No word of a colour, shape or
+# number phrase is a word of any training phrasebook (the held-out test checks it); a relation phrase keeps its
+# direction's stem ("leftward of") where English has no other word for it.
+LEXICAL = replace(
+    EVAL, name="lexical",
+    nouns={
+        "circle": ("ball", "round figure"),
+        "square": ("quadrangle", "rectangle"),
+        "triangle": ("delta", "arrowhead"),
+        "cross": ("addition symbol", "positive symbol"),
+    },
+    plurals={"ball": "balls", "round figure": "round figures", "quadrangle": "quadrangles", "rectangle": "rectangles",
+             "delta": "deltas", "arrowhead": "arrowheads", "addition symbol": "addition symbols",
+             "positive symbol": "positive symbols"},
+    colors={
+        "red": ("ruby", "vermilion"), "orange": ("pumpkin", "apricot"), "yellow": ("golden", "canary"),
+        "green": ("jade", "verdant"), "blue": ("navy", "azure"), "purple": ("plum", "grape"),
+        "pink": ("fuchsia", "bubblegum"), "brown": ("chestnut", "coffee"),
+    },
+    sizes={"small": ("miniature", "petite"), "large": ("enormous", "massive")},
+    relations={
+        "left of": ("leftward of", "on the leftward side of"),
+        "right of": ("rightward of", "on the rightward side of"),
+        "above": ("higher than", "atop"),
+        "below": ("lower than", "underneath"),
+    },
+    relations_from_object={
+        "left of": ("leftward of it",), "right of": ("rightward of it",), "above": ("higher than it",),
+        "below": ("lower than it",),
+    },
+    # EVAL's "exactly {N} {nouns}" does not take a number phrase ("exactly a trio of balls")
+    count=("a photo of {N} {nouns}", "we see {N} {nouns}"),
+    count_words={1: ("a lone",), 2: ("a duo of", "twin"), 3: ("a trio of", "a triad of"),
+                 4: ("a quartet of", "a foursome of"), 5: ("a quintet of",)},
+)
+
+PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, EVAL, PARAPHRASE,
+                                   LEXICAL)}
 TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after", "train-colour-after-subject-first")
 
 

@@ -4,6 +4,7 @@ Every suite entry is one JSON object: GenEval's ``prompt``, ``tag``, ``include``
 ([{class, count, color?, position?: [relation, index]}]) and ``exclude``, plus our own
 ``benchmark`` (which scoring rules apply), ``scene`` (the specification, so ground truth can
 be rendered) and ``heldout`` (whether the prompt uses a composition no training image has).
+The dense suite's entries (benchmark ``dpg``) also carry their ``questions`` (shapes/dense.py).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import numpy as np
 from ..errors import LLMDiffError
 from ..utils import read_text
 
-from .captions import EVAL, PARAPHRASE, Phrasebook, caption
+from .captions import EVAL, LEXICAL, PARAPHRASE, Phrasebook, caption
+from .dense import STRUCTURES, dense_prompt, dense_questions, dense_scene, fits, sample_layout
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
 
 # (colour, shape) pairs that no training image or caption contains: eval-only compositions.
 HELDOUT_COMPOSITIONS: frozenset[tuple[str, str]] = frozenset(
     {("purple", "triangle"), ("orange", "square"), ("green", "cross"), ("pink", "circle")}
 )
-SUITES = ("geneval", "compbench", "position_bias", "paraphrase")
+SUITES = ("geneval", "compbench", "position_bias", "paraphrase", "dense", "lexical")
 GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 COMPBENCH_TAGS = ("color", "shape", "size", "spatial")
 POSITION_BINS = 5
@@ -92,7 +94,7 @@ def _geneval_entry(tag: str, spec: SceneSpec, book: Phrasebook, rng: np.random.G
 def geneval_suite(book: Phrasebook = EVAL, seed: int = 0, name: str = "geneval") -> list[dict]:
     rng = np.random.default_rng(seed)
     entries = [_geneval_entry(tag, spec, book, rng) for tag, spec in _geneval_specs(rng)]
-    if name == "paraphrase":  # a lighter suite: every other prompt of each task
+    if name in ("paraphrase", "lexical"):  # lighter suites: every other prompt of each task
         entries = entries[::2]
     return entries
 
@@ -150,6 +152,20 @@ def position_bias_suite(seed: int = 2, per_bin: int = 24) -> list[dict]:
     return entries
 
 
+def dense_suite(seed: int = 4, per_structure: int = 12) -> list[dict]:
+    """DPG-Bench-style dense prompts: ``per_structure`` prompts of each of dense.STRUCTURES (3-5 objects, a
+    counted group in some, one or two relations), scored per question (scoring.score_dpg)."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    for structure in STRUCTURES:
+        for _ in range(per_structure):
+            groups, relations = sample_layout(structure, rng)
+            include = [clause(g.obj, g.count) for g in groups]
+            entries.append(_entry("dense", "dpg", dense_scene(groups, relations), dense_prompt(groups, relations, rng),
+                                  include, questions=dense_questions(groups, relations)))
+    return entries
+
+
 def build_suite(name: str) -> list[dict]:
     if name == "geneval":
         return geneval_suite()
@@ -159,6 +175,10 @@ def build_suite(name: str) -> list[dict]:
         return compbench_suite()
     if name == "position_bias":
         return position_bias_suite()
+    if name == "dense":
+        return dense_suite()
+    if name == "lexical":
+        return geneval_suite(LEXICAL, seed=5, name="lexical")
     raise LLMDiffError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
 
 
@@ -201,6 +221,8 @@ def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
     objs = list(spec.objects)
     tag = entry["tag"]
     colors = list(COLORS)
+    if entry.get("benchmark") == "dpg":
+        return _dense_contradiction(spec, entry["include"], rng)
 
     def other(options, *exclude):
         return [x for x in options if x not in exclude][int(rng.integers(len(options) - len(set(exclude))))]
@@ -231,3 +253,24 @@ def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
     else:
         raise LLMDiffError(f"no contradiction rule for tag {tag!r}")
     return SceneSpec(tuple(objs))
+
+
+def _dense_contradiction(spec: SceneSpec, include: list[dict], rng: np.random.Generator) -> SceneSpec:
+    """A dense scene with one relation mirrored (when the mirrored scene can be drawn: mirroring one of two
+    relations may ask for three objects in a row), or one group in a colour no group of its shape has."""
+    if spec.relations and rng.random() < 0.5:
+        k = int(rng.integers(len(spec.relations)))
+        relations = list(spec.relations)
+        i, rel, j = relations[k]
+        relations[k] = (i, MIRROR[rel], j)
+        mirrored = SceneSpec(spec.objects, tuple(relations))
+        if fits(mirrored):
+            return mirrored
+    g = int(rng.integers(len(include)))
+    shape = include[g]["class"]
+    free = [c for c in COLORS if not any(r["class"] == shape and r.get("color") == c for r in include)]
+    color = free[int(rng.integers(len(free)))]
+    first = sum(r["count"] for r in include[:g])  # the scene lists every group's objects in include's order
+    objects = [ObjectSpec(o.shape, color, o.size) if first <= k < first + include[g]["count"] else o
+               for k, o in enumerate(spec.objects)]
+    return SceneSpec(tuple(objects), spec.relations)
