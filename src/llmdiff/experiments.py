@@ -37,6 +37,7 @@ class ExperimentSpec:
     description: str = ""
     notes: dict = field(default_factory=dict)  # variant -> one-line explanation for the table
     reuse: str | None = None  # another experiment whose runs and results of the same variant names are reused
+    baseline: str | None = None  # the variant every other is compared with, prompt by prompt (default: the first)
 
 
 def load_spec(path: Path | str) -> ExperimentSpec:
@@ -162,7 +163,8 @@ def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Pat
         steps, minutes = info.get("steps", steps), info.get("train_minutes", minutes)
     atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
                                         "train_minutes": None if shipped else round(minutes, 1),
-                                        "summaries": summaries}) + "\n")
+                                        "summaries": summaries,
+                                        "per_prompt": _per_prompt(run_dir / "eval", spec.suites)}) + "\n")
 
 
 def _collect(out: Path) -> dict[str, list[dict]]:
@@ -221,9 +223,10 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
     report = {"experiment": spec.name, "description": spec.description, "steps": spec.steps, "seeds": list(spec.seeds),
               "suites": list(spec.suites), "images_per_prompt": spec.images_per_prompt, "variants": table,
               "overrides": spec.variants}
+    report["paired"] = paired_differences(spec, by_variant)
     atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "results.md", _markdown(spec, table))
-    _plots(spec, table, out)
+    atomic_write_text(out / "results.md", _markdown(spec, table) + _paired_markdown(spec, report["paired"]))
+    _plots(spec, table, out, report["paired"])
     return report
 
 
@@ -245,7 +248,8 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
              budget + "evaluated on "
              f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
              "`a ± b`: mean over seeds ± half the range (n seeds in the last column).", ""]
-    cols = [c for c in ("geneval/overall", "paraphrase/overall", "compbench/overall",
+    cols = [c for c in ("geneval/overall", "paraphrase/overall", "compbench/overall", "dense/overall",
+                        "lexical/overall",
                         "position_bias/mean_pair_accuracy") if any(c in v for v in table.values())]
     lines += ["| variant | " + " | ".join(cols) + " | steps | train min | seeds |", "|---|" + "---:|" * (len(cols) + 3)]
     for variant, v in table.items():
@@ -278,18 +282,94 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(spec: ExperimentSpec, table: dict, out: Path) -> None:
+def _plots(spec: ExperimentSpec, table: dict, out: Path, paired: dict | None = None) -> None:
     from .viz import metric_bars, position_bias_plot
 
-    for metric in ("geneval/overall", "position_bias/mean_pair_accuracy", "paraphrase/overall"):
+    for metric in ("geneval/overall", "position_bias/mean_pair_accuracy", "paraphrase/overall", "compbench/overall",
+                   "dense/overall", "lexical/overall"):
         if not any(metric in v for v in table.values()):
             continue
         means = {n: v[metric]["mean"] if metric in v else 0 for n, v in table.items()}
         errors = {n: (v[metric]["spread"] or 0) / 2 if metric in v else 0 for n, v in table.items()}
         values = {n: v[metric]["values"] for n, v in table.items() if metric in v}
         metric_bars(means, errors, metric, out / f"{metric.replace('/', '_')}.png",
-                    f"{spec.name}: {metric} ({spec.steps} steps)", values)
+                    f"{spec.name}: {metric} ({spec.steps} steps)", values, _intervals(table, paired, metric),
+                    paired["baseline"] if paired else None)
     bins = [f"position_bias/bin{k}" for k in range(5)]
     curves = {n: [v[b]["mean"] for b in bins] for n, v in table.items() if bins[0] in v}
     if curves:
         position_bias_plot(curves, out / "position_bias_curve.png")
+
+
+# --- paired differences against the baseline ------------------------------------------------------
+
+
+def _per_prompt(eval_dir: Path, suites) -> dict:
+    """{suite: {task: {prompt index: score}}} of one run from each suite's results.jsonl (for paired statistics)."""
+    from .evaluation.stats import per_prompt_scores
+
+    records = {}
+    for suite in suites:
+        lines = (eval_dir / suite / "eval" / "results.jsonl").read_text().splitlines()
+        records[suite] = per_prompt_scores([json.loads(line) for line in lines if line.strip()])
+    return records
+
+
+def baseline_variant(spec: ExperimentSpec) -> str:
+    """The variant the others are compared with: ``baseline`` when the experiment names one, else the first."""
+    baseline = spec.baseline or next(iter(spec.variants))
+    if baseline not in spec.variants:
+        raise LLMDiffError(f"baseline {baseline!r} is not a variant; variants: {', '.join(spec.variants)}")
+    return baseline
+
+
+def paired_differences(spec: ExperimentSpec, by_variant: dict[str, list[dict]]) -> dict:
+    """Every variant's overall score on every suite minus the baseline's, prompt by prompt (each prompt's score
+    averaged over images and seeds), with its paired bootstrap 95 % interval (evaluation/stats.py):
+    {"baseline", "variants": {variant: {suite: {"diff", "ci95", "n_prompts"} | None}}}. None where a run of either
+    was recorded without per-prompt scores (results from before they were kept)."""
+    from .evaluation.stats import mean_over_runs, paired_bootstrap
+
+    baseline = baseline_variant(spec)
+
+    def scores(variant: str, suite: str) -> dict | None:
+        runs = by_variant.get(variant, [])
+        if not runs or any(suite not in r.get("per_prompt", {}) for r in runs):
+            return None
+        return mean_over_runs([r["per_prompt"][suite] for r in runs])
+
+    variants = {}
+    for variant in spec.variants:
+        if variant == baseline or variant not in by_variant:
+            continue
+        base = {suite: scores(baseline, suite) for suite in spec.suites}
+        variants[variant] = {suite: paired_bootstrap(own, base[suite]) if own and base[suite] else None
+                             for suite, own in ((s, scores(variant, s)) for s in spec.suites)}
+    return {"baseline": baseline, "variants": variants}
+
+
+def _paired_markdown(spec: ExperimentSpec, paired: dict) -> str:
+    if not paired["variants"]:
+        return ""
+    suites = list(spec.suites)
+    pairs = " (for position_bias: of the images with every pair drawn)" if "position_bias" in suites else ""
+    lines = ["", f"Differences from {paired['baseline']} in each suite's overall score{pairs}: the variant minus the "
+             "baseline on the same prompts and sampling seeds, a prompt's score being the mean over its images (pass "
+             "or fail; for dense prompts the share of questions passed) and seeds; with the paired bootstrap 95 % "
+             "interval over prompts (10,000 resamples within tasks). `-`: a run recorded without per-prompt scores.",
+             "", "| variant | " + " | ".join(suites) + " |", "|---|" + "---:|" * len(suites)]
+    for variant, by_suite in paired["variants"].items():
+        cells = ["-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                 for d in (by_suite[s] for s in suites)]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _intervals(table: dict, paired: dict | None, metric: str) -> dict[str, tuple[float, float]]:
+    """For a suite's overall, each variant's paired interval placed at the baseline's mean (plots)."""
+    suite, name = metric.split("/")
+    base = table.get(paired["baseline"], {}).get(metric) if paired else None
+    if name != "overall" or base is None:
+        return {}
+    return {variant: (base["mean"] + d[suite]["ci95"][0], base["mean"] + d[suite]["ci95"][1])
+            for variant, d in paired["variants"].items() if d.get(suite)}

@@ -108,19 +108,30 @@ def task_bars(benchmarks: dict[str, dict], path: Path | str) -> Path:
 
 
 def metric_bars(means: dict[str, float], errors: dict[str, float], metric: str, path: Path | str,
-                title: str, values: dict[str, list[float]] | None = None) -> Path:
+                title: str, values: dict[str, list[float]] | None = None,
+                intervals: dict[str, tuple[float, float]] | None = None, baseline: str | None = None) -> Path:
     """One bar per variant with an error bar (half the spread over seeds). With ``values`` (each seed's score),
-    the seeds are dots and the first variant, the baseline, is a band from its lowest to its highest seed
-    across the plot, so a variant whose seeds all lie outside the band differs beyond the spread."""
+    the seeds are dots and the baseline (``baseline``, else the first variant) is a band from its lowest to its
+    highest seed across the plot, so a variant whose seeds all lie outside the band differs beyond the spread.
+    ``intervals``: per variant, the paired 95 % interval of its difference from the baseline, drawn beside its bar
+    from the baseline's mean (a red line that does not reach the baseline's mean: a difference beyond chance)."""
     plt = pyplot()
     names = list(means)
+    base_name = baseline if baseline in means else names[0]
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 1), 3.4))
     ax.bar(range(len(names)), [means[n] for n in names], yerr=[errors[n] for n in names], capsize=3, color="#4c72b0")
-    if values and values.get(names[0]):
-        base = values[names[0]]
-        ax.axhspan(min(base), max(base), color="#dd8452", alpha=0.45, lw=0, zorder=3, label=f"{names[0]}: seed range")
+    if values and values.get(base_name):
+        base = values[base_name]
+        ax.axhspan(min(base), max(base), color="#dd8452", alpha=0.45, lw=0, zorder=3, label=f"{base_name}: seed range")
         for i, n in enumerate(names):
             ax.plot([i] * len(values.get(n, [])), values.get(n, []), "k.", ms=5, zorder=4)
+    drawn = [(i, intervals[n]) for i, n in enumerate(names) if intervals and intervals.get(n)]
+    if drawn:
+        lows, highs = np.array([lo for _, (lo, _) in drawn]), np.array([hi for _, (_, hi) in drawn])
+        ax.errorbar([i + 0.3 for i, _ in drawn], (lows + highs) / 2, yerr=(highs - lows) / 2, fmt="none",
+                    ecolor="#c44e52", elinewidth=2, capsize=3, zorder=5,
+                    label=f"paired 95% interval of the difference from {base_name}")
+    if (values and values.get(base_name)) or drawn:
         ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric)
