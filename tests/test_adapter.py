@@ -4,7 +4,7 @@ from diffusers import UNet2DConditionModel
 
 from llmdiff.encoders import TextInput
 from llmdiff.denoisers.adapter import (
-    AdaptedDenoiser, AdaptedUNet, LLMAdapter, attach_adapter, cross_attentions,
+    AdaptedDenoiser, AdaptedUNet, LLMAdapter, cross_attentions,
 )
 from llmdiff.denoisers.unet import TextUNet, build_unet
 
@@ -46,8 +46,8 @@ def test_adapter_at_init_equals_the_frozen_unet_reading_phi_c():
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([100, 700])
     out = m(x, t, [text])
     # the same U-Net with plain processors, fed phi(c) computed by each layer's own phi
-    c = m.llm_encoding(text.features) * text.mask[..., None]
-    ctx = torch.cat([m.null_c.expand(2, -1, -1), c], 1)
+    c = m.adapter.llm_encoding(text.features) * text.mask[..., None]
+    ctx = torch.cat([m.adapter.null_c.expand(2, -1, -1), c], 1)
     mask = torch.cat([torch.ones(2, 1, dtype=torch.bool), text.mask], 1).long()
     procs = m.processors
     for name, attn in cross_attentions(m.unet).items():  # plain attention reading phi(c) of that layer
@@ -77,13 +77,14 @@ def test_only_adapter_parameters_get_gradients():
     m = adapted(base()).train()
     out = m(torch.randn(2, 3, 16, 16), torch.tensor([5, 500]), [llm_text()])
     out.pow(2).mean().backward()
-    adapter_ids = {id(p) for p in m.adapter_parameters()} | {id(p) for p in m.llm_encoding.parameters()} | {id(m.null_c)}
+    enc = m.adapter.llm_encoding
+    adapter_ids = {id(p) for p in m.adapter_parameters()} | {id(p) for p in enc.parameters()} | {id(m.adapter.null_c)}
     for name, p in m.named_parameters():
         if id(p) in adapter_ids:
             assert p.requires_grad
         else:
             assert not p.requires_grad and p.grad is None, name
-    assert m.llm_encoding.g.grad is not None and m.llm_encoding.rho.grad is not None  # LLMDiff's g and h train
+    assert enc.g.grad is not None and enc.rho.grad is not None  # LLMDiff's g and h train
     assert any(proc.a2.grad is not None for proc in m.processors.values())
 
 
@@ -93,7 +94,9 @@ def test_attaches_to_an_sd15_layout_unet_with_per_block_widths():
                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
     unet = UNet2DConditionModel(**cfg)  # Stable Diffusion 1.5's block layout, narrow
-    procs = attach_adapter(unet, llm_dim=LLM)
+    adapter = LLMAdapter.for_unet(unet, llm_dim=LLM)
+    adapter.attach(unet, blend=False)  # the U-Net reads the LLM context alone, as in training
+    procs = adapter.processors
     widths = {p.to_out.out_features for p in procs.values()}
     assert len(procs) == 3 + 1 + 6 and widths == {32, 64, 128}  # down, mid, up; widths read from each module
     ctx = torch.randn(1, 4, LLM)

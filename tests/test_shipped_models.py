@@ -64,3 +64,28 @@ def test_shipped_model_is_deterministic_for_a_seed():
     a, b, c = run(3), run(3), run(4)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_shipped_adapter_loads_whole_and_equals_its_adapter_loaded_onto_its_base(tmp_path):
+    """shapes-unet-adapter was written when the adapter's layers sat inside the U-Net: every tensor still loads
+    (through diffusers and through load_state_dict, as a checkpoint does), and the adapter saved from it,
+    loaded onto shapes-unet-base, draws the very images the folder draws."""
+    from safetensors.torch import load_file
+
+    from llmdiff.denoisers.adapter import AdaptedUNet
+
+    folder = MODELS / "shapes-unet-adapter"
+    model, info = AdaptedUNet.from_pretrained(folder / "denoiser", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    fresh = AdaptedUNet.from_config(model.config)
+    fresh.load_state_dict(load_file(folder / "denoiser" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
+    model.save_adapter(tmp_path / "adapter")
+    adapted, base = load_pipeline(folder), load_pipeline(MODELS / "shapes-unet-base")
+    base.load_llm_adapter(tmp_path / "adapter")
+
+    def run(pipe):
+        return pipe(["a red circle", "a blue square above a green cross"], num_inference_steps=6,
+                    generator=generators_for([0, 1]), output_type="pt").images
+
+    torch.testing.assert_close(run(base), run(adapted))

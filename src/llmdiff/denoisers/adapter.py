@@ -11,6 +11,12 @@ the style of ``IPAdapterAttnProcessor2_0`` (decoupled cross-attention):
   projection starts at zero.
 * a1, b1, a2, b2 are learnable scalars per layer (a = 1, b = 0 at start).
 
+One module owns every trainable weight: ``LLMAdapter`` (an ``AdapterLayer`` per attn2, the
+encoding's g, h and the null token). Training holds it inside ``AdaptedUNet`` around a frozen
+U-Net; inference loads it onto a pipeline's U-Net base. Either way ``attach`` installs an
+``LLMDiffAttnProcessor`` on each attn2 that reads the weights by reference, so they never enter
+the U-Net's own modules, and blends with the processor it replaced: scale 0 is the base exactly.
+
 What is identical at initialisation: the new branch adds exactly zero, so the adapted U-Net
 equals the frozen U-Net fed with phi(c) as its context. It does not equal the U-Net fed with
 its original encoder's context: phi is new (a random linear map), and learning it is part of
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.modeling_utils import ModelMixin
@@ -37,8 +44,8 @@ from ..layers import with_null_token
 from ..utils import atomic_write_bytes, atomic_write_text
 
 
-class LLMDiffAttnProcessor(nn.Module):
-    """Gated decoupled cross-attention for one ``attn2``; the U-Net passes the LLM encoding as context."""
+class AdapterLayer(nn.Module):
+    """The adapter's weights for one attn2: phi, the new attention and the gates; ``forward`` is f above."""
 
     def __init__(self, query_dim: int, inner_dim: int, context_dim: int, llm_dim: int, heads: int):
         super().__init__()
@@ -62,15 +69,12 @@ class LLMDiffAttnProcessor(nn.Module):
         b, n, d = x.shape
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # (B, H, N, d_h)
 
-    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 *args, **kwargs):
-        if encoder_hidden_states is None:
-            raise LLMDiffError("the LLMDiff adapter only replaces cross-attention (attn2) processors")
+    def forward(self, attn: Attention, hidden_states: torch.Tensor, c: torch.Tensor, bias: torch.Tensor | None):
+        """hidden_states (B, N, query_dim), c the LLM context (B, L, llm_dim), bias the U-Net's additive (B, 1, L)."""
         b, n, _ = hidden_states.shape
-        c = encoder_hidden_states  # (B, L, llm_dim)
         mask = None
-        if attention_mask is not None:  # the U-Net's additive bias (B, 1, L) -> (B, H, 1, L)
-            mask = attn.prepare_attention_mask(attention_mask, c.shape[1], b).view(b, attn.heads, -1, c.shape[1])
+        if bias is not None:  # (B, 1, L) -> (B, H, 1, L)
+            mask = attn.prepare_attention_mask(bias, c.shape[1], b).view(b, attn.heads, -1, c.shape[1])
         # 1. The frozen original attention, reading phi(c)
         ctx = self.phi(c)
         if attn.norm_cross:
@@ -87,55 +91,48 @@ class LLMDiffAttnProcessor(nn.Module):
         return out / attn.rescale_output_factor
 
 
-def cross_attentions(unet) -> dict[str, Attention]:
-    """Every cross-attention module of a U-Net, by name."""
-    return {name: m for name, m in unet.named_modules() if isinstance(m, Attention) and m.is_cross_attention}
+class LLMDiffAttnProcessor:
+    """What ``LLMAdapter.attach`` installs on an attn2: the adapter's layer, blended with the processor it replaced.
 
+        out = previous(q, base context) + scale * (layer(q, LLM context) - previous(q, base context))
 
-def attach_adapter(unet, llm_dim: int) -> dict[str, LLMDiffAttnProcessor]:
-    """Install an LLMDiff processor on every attn2 (widths read from each module); returns them by name."""
-    procs = {}
-    for name, attn in cross_attentions(unet).items():
-        procs[name] = LLMDiffAttnProcessor(query_dim=attn.to_q.in_features, inner_dim=attn.to_q.out_features,
-                                           context_dim=attn.to_k.in_features, llm_dim=llm_dim, heads=attn.heads)
-        attn.set_processor(procs[name])
-    if not procs:
-        raise LLMDiffError("this U-Net has no cross-attention layers to adapt")
-    return procs
-
-
-def llm_context(encoding: nn.Module, null_c: torch.Tensor, text: TextInput) -> tuple[torch.Tensor, torch.Tensor]:
-    """The adapter's context (B, 1 + L, D_llm): a learnt null token, then the encoded LLM features; and its mask."""
-    c = encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
-    return with_null_token(null_c, c, text.mask)
-
-
-class BlendedAttnProcessor:
-    """What ``LLMAdapter.attach`` installs on an attn2: the processor that was there, blended with the adapter's.
-
-        out = previous(q, base context) + scale * (adapter(q, LLM context) - previous(q, base context))
-
-    so scale 0 is the base exactly and 1 the trained adapter exactly. It is not a ``Module``: the adapter's
-    weights stay in the ``LLMAdapter`` and never enter the U-Net's ``state_dict`` / ``save_pretrained``.
-    The U-Net is called with ``encoder_hidden_states = (base context, LLM context, LLM attention bias)``.
+    so scale 0 is the base exactly and 1 the trained adapter exactly. On a base U-Net the U-Net is called
+    with ``encoder_hidden_states = (base context, LLM context, LLM attention bias)``; inside ``AdaptedUNet``
+    (``previous`` None) with the LLM context alone and its mask. Not a ``Module``: the weights stay the
+    adapter's. The layer's weights and gates read through it (``proc.phi``, ``proc.gates``) for attention hooks.
     """
 
-    def __init__(self, previous, adapter: LLMDiffAttnProcessor):
-        self.previous, self.adapter, self.scale = previous, adapter, 1.0
+    def __init__(self, layer: AdapterLayer, previous=None):
+        self.layer, self.previous, self.scale = layer, previous, 1.0
+
+    def __getattr__(self, name: str):
+        layer = self.__dict__.get("layer")  # (absent while copy/pickle rebuild the object)
+        if layer is None:
+            raise AttributeError(name)
+        return getattr(layer, name)
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  *args, **kwargs):
+        if encoder_hidden_states is None:
+            raise LLMDiffError("the LLMDiff adapter only replaces cross-attention (attn2) processors")
+        if self.previous is None:
+            return self.layer(attn, hidden_states, encoder_hidden_states, attention_mask)
         if not isinstance(encoder_hidden_states, tuple):
             raise LLMDiffError("a U-Net with an LLM adapter is called with (base context, LLM context, LLM bias); "
                                "sample through the pipeline")
         ctx, llm_ctx, llm_bias = encoder_hidden_states
         if self.scale == 0:
             return self.previous(attn, hidden_states, ctx, attention_mask, temb)
-        new = self.adapter(attn, hidden_states, llm_ctx, llm_bias, temb)
+        new = self.layer(attn, hidden_states, llm_ctx, llm_bias)
         if self.scale == 1:
             return new
         base = self.previous(attn, hidden_states, ctx, attention_mask, temb)
         return base + self.scale * (new - base)
+
+
+def cross_attentions(unet) -> dict[str, Attention]:
+    """Every cross-attention module of a U-Net, by name."""
+    return {name: m for name, m in unet.named_modules() if isinstance(m, Attention) and m.is_cross_attention}
 
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "llm_adapter_config.json", "llm_adapter.safetensors"  # not PEFT's file names
@@ -157,7 +154,7 @@ def _key(name: str) -> str:
 
 
 class LLMAdapter(nn.Module):
-    """The LLMDiff adapter alone (processors, encoding connector, null token), loadable onto a U-Net base.
+    """The LLMDiff adapter: every trainable weight (a layer per attn2, the encoding connector g/h, the null token).
 
     ``config``: ``llm_dim``, ``connector``, ``text_outputs``, ``encoders`` (the prompt encoder it reads),
     ``base`` (what it was trained on) and ``layers`` ({attn2 name: [query, inner, context width, heads]}).
@@ -167,24 +164,22 @@ class LLMAdapter(nn.Module):
         super().__init__()
         self.config = dict(config)
         d = config["llm_dim"]
-        self.processors = nn.ModuleDict({_key(n): LLMDiffAttnProcessor(q, i, c, d, h)
-                                         for n, (q, i, c, h) in config["layers"].items()})
         self.llm_encoding = make_feature_connector(config["connector"], d, d, config["text_outputs"])
-        self.null_c = nn.Parameter(torch.zeros(1, 1, d))
-        self._installed: dict[str, BlendedAttnProcessor] = {}
+        self.null_c = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.processors = nn.ModuleDict({_key(n): AdapterLayer(q, i, c, d, h)  # (file key; they are layers)
+                                         for n, (q, i, c, h) in config["layers"].items()})
+        self._installed: dict[str, LLMDiffAttnProcessor] = {}
 
     @classmethod
-    def from_adapted(cls, model: "AdaptedUNet") -> "LLMAdapter":
-        layers = {n: [p.to_q.in_features, p.to_q.out_features, p.phi.out_features, p.heads]
-                  for n, p in model.processors.items()}
-        c = model.config
-        adapter = cls({"llm_dim": c.text_dims[0], "connector": c.connector, "text_outputs": c.text_outputs[0],
-                       "encoders": [dict(e) for e in c.encoders], "base": c.base_path, "layers": layers})
-        for n, p in model.processors.items():
-            adapter.processors[_key(n)].load_state_dict(p.state_dict())
-        adapter.llm_encoding.load_state_dict(model.llm_encoding.state_dict())
-        adapter.null_c.data.copy_(model.null_c.data)
-        return adapter.to(model.dtype)
+    def for_unet(cls, unet, llm_dim: int, connector: str = "blockwise", text_outputs: int = 1,
+                 encoders: list[dict] = (), base: str = "") -> "LLMAdapter":
+        """A new adapter for `unet`'s layout (widths read from each attn2)."""
+        layers = {n: [a.to_q.in_features, a.to_q.out_features, a.to_k.in_features, a.heads]
+                  for n, a in cross_attentions(unet).items()}
+        if not layers:
+            raise LLMDiffError("this U-Net has no cross-attention layers to adapt")
+        return cls({"llm_dim": llm_dim, "connector": connector, "text_outputs": text_outputs,
+                    "encoders": [dict(e) for e in encoders], "base": base, "layers": layers})
 
     @classmethod
     def load(cls, path: Path | str) -> "LLMAdapter":
@@ -204,15 +199,18 @@ class LLMAdapter(nn.Module):
         return path
 
     def context(self, text: TextInput) -> tuple[torch.Tensor, torch.Tensor]:
-        return llm_context(self.llm_encoding, self.null_c, text)
+        """The adapter's context (B, 1 + L, D_llm): the learnt null token, then the encoded LLM features; its mask."""
+        c = self.llm_encoding(text.features) * text.mask[..., None]  # (B, L, D_llm)
+        return with_null_token(self.null_c, c, text.mask)
 
-    def attach(self, unet) -> None:
-        """Install a blended processor on every attn2 of `unet`, remembering the processor each had."""
+    def attach(self, unet, blend: bool = True) -> None:
+        """Install a processor on every attn2 of `unet`; with `blend` it keeps the processor there for the scale
+        (a base U-Net), without it the U-Net reads the LLM context alone (``AdaptedUNet``)."""
         attns = cross_attentions(unet)
         if set(attns) != set(self.config["layers"]):
             raise LLMDiffError("this adapter was trained for another U-Net layout (its cross-attention layers differ)")
         for name, attn in attns.items():
-            self._installed[name] = BlendedAttnProcessor(attn.processor, self.processors[_key(name)])
+            self._installed[name] = LLMDiffAttnProcessor(self.processors[_key(name)], attn.processor if blend else None)
             attn.set_processor(self._installed[name])
 
     def detach(self, unet) -> None:
@@ -244,8 +242,17 @@ class AdaptedDenoiser(nn.Module):
                               encoder_attention_mask=mask.long()).sample
 
 
+def _renamed_weights(state_dict: dict) -> None:
+    """Model folders and checkpoints written before the adapter was one module kept its layers in the U-Net
+    (``unet.<attn2>.processor.*``) and its encoding at the top level: their keys, as ``adapter.*``."""
+    for k in [k for k in state_dict if ".processor." in k or k.startswith(("llm_encoding.", "null_c"))]:
+        name, _, rest = k.partition(".processor.")
+        new = f"adapter.processors.{_key(name.removeprefix('unet.'))}.{rest}" if rest else f"adapter.{k}"
+        state_dict[new] = state_dict.pop(k)
+
+
 class AdaptedUNet(ModelMixin, ConfigMixin):
-    """A frozen ``UNet2DConditionModel`` with the LLMDiff adapter and its encoding (g, h): the trainable part.
+    """A frozen ``UNet2DConditionModel`` with the LLMDiff adapter (``self.adapter``, the trainable part) attached.
 
     The base is any U-Net: our ``TextUNet`` (the Shapes base) or a Stable Diffusion ``unet/`` folder.
     """
@@ -257,25 +264,20 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
                  text_outputs: tuple = (1,), connector: str = "blockwise", sample_size: int = 32, in_channels: int = 3,
                  objective: str = "flow", encoders: tuple = ()):
         super().__init__()
-        from diffusers import UNet2DConditionModel
-
         self.unet = UNet2DConditionModel.from_config({k: v for k, v in dict(base_config or {}).items()
                                                       if not k.startswith("_")})
-        llm_dim = text_dims[0]
-        self.llm_encoding = make_feature_connector(connector, llm_dim, llm_dim, text_outputs[0])
-        self.null_c = nn.Parameter(torch.randn(1, 1, llm_dim) * 0.02)
-        attach_adapter(self.unet, llm_dim)
-        self.freeze_base()
+        self.adapter = LLMAdapter.for_unet(self.unet, text_dims[0], connector, text_outputs[0], encoders, base_path)
+        self.adapter.attach(self.unet, blend=False)
+        self.unet.requires_grad_(False)  # only the adapter trains
+        self.register_load_state_dict_pre_hook(lambda module, state_dict, *args: _renamed_weights(state_dict))
 
-    def freeze_base(self) -> None:
-        """Only the adapter (phi, new attentions, gates), the encoding connector and the null token train."""
-        adapter = {id(p) for p in self.adapter_parameters()}
-        for p in self.unet.parameters():
-            p.requires_grad_(id(p) in adapter)
+    def _fix_state_dict_keys_on_load(self, state_dict) -> None:  # diffusers' hook for renamed weights
+        super()._fix_state_dict_keys_on_load(state_dict)
+        _renamed_weights(state_dict)
 
     def adapter_parameters(self):
-        for attn in cross_attentions(self.unet).values():
-            yield from attn.processor.parameters()
+        """phi, the new attentions and the gates (the encoding's g, h and the null token are the adapter's too)."""
+        return self.adapter.processors.parameters()
 
     @property
     def processors(self) -> dict[str, LLMDiffAttnProcessor]:
@@ -285,12 +287,12 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
         """Nothing to fit: LLMDiff's encoding is used as published, with its LayerNorm but no standardisation."""
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
-        ctx, mask = llm_context(self.llm_encoding, self.null_c, texts[0])
+        ctx, mask = self.adapter.context(texts[0])
         return self.unet(sample, timestep, encoder_hidden_states=ctx, encoder_attention_mask=mask.long()).sample
 
     def save_adapter(self, path: Path | str) -> Path:
         """The adapter alone (llm_adapter.safetensors + llm_adapter_config.json), for ``load_llm_adapter``."""
-        return LLMAdapter.from_adapted(self).save(path)
+        return self.adapter.save(path)
 
 
 def build_adapter_model(base, base_path: Path | str, text_dims: tuple[int, ...], text_outputs: tuple[int, ...],
@@ -301,7 +303,6 @@ def build_adapter_model(base, base_path: Path | str, text_dims: tuple[int, ...],
                         text_outputs=tuple(text_outputs), connector=connector, sample_size=base.config.sample_size,
                         in_channels=base.config.in_channels, objective=objective, encoders=tuple(encoders))
     result = model.unet.load_state_dict(base.state_dict(), strict=False)
-    if result.unexpected_keys or any(not k.startswith(tuple(cross_attentions(model.unet))) for k in result.missing_keys):
+    if result.unexpected_keys or result.missing_keys:
         raise LLMDiffError(f"base U-Net weights do not fit: {(result.unexpected_keys or result.missing_keys)[:3]}")
-    model.freeze_base()
     return model
