@@ -225,7 +225,7 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
               "overrides": spec.variants}
     report["paired"] = paired_differences(spec, by_variant)
     atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "results.md", _markdown(spec, table) + _paired_markdown(spec, report["paired"]))
+    atomic_write_text(out / "results.md", _markdown(spec, table, report["paired"]))
     _plots(spec, table, out, report["paired"])
     return report
 
@@ -236,7 +236,7 @@ def _fmt(s: dict | None, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f}" + (f" ± {s['spread'] / 2:.{digits}f}" if s["spread"] is not None else "")
 
 
-def _markdown(spec: ExperimentSpec, table: dict) -> str:
+def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> str:
     trained = [v for v in spec.variants if MODEL_KEY not in spec.variants[v]]
     budget = "Existing models (steps in the table); "
     if trained:
@@ -256,6 +256,7 @@ def _markdown(spec: ExperimentSpec, table: dict) -> str:
         minutes = "-" if v["_train_minutes"] is None else f"{v['_train_minutes']['mean']:.0f}"
         lines.append(f"| {variant} | " + " | ".join(_fmt(v.get(c)) for c in cols)
                      + f" | {v['_steps']['mean']:.0f} | {minutes} | {v['_seeds']} |")
+    lines += _paired_lines(spec, paired) if paired else []
     tasks = sorted({k.split("/")[1] for v in table.values() for k in v if k.startswith("geneval/")} - {"overall"})
     if tasks:
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
@@ -305,13 +306,16 @@ def _plots(spec: ExperimentSpec, table: dict, out: Path, paired: dict | None = N
 
 
 def _per_prompt(eval_dir: Path, suites) -> dict:
-    """{suite: {task: {prompt index: score}}} of one run from each suite's results.jsonl (for paired statistics)."""
+    """{suite: {task: {prompt index: score}}} of one run from each suite's results.jsonl (for paired statistics);
+    a suite without one is left out (its paired interval is then not reported)."""
     from .evaluation.stats import per_prompt_scores
 
     records = {}
     for suite in suites:
-        lines = (eval_dir / suite / "eval" / "results.jsonl").read_text().splitlines()
-        records[suite] = per_prompt_scores([json.loads(line) for line in lines if line.strip()])
+        path = eval_dir / suite / "eval" / "results.jsonl"
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            records[suite] = per_prompt_scores([json.loads(line) for line in lines if line.strip()])
     return records
 
 
@@ -348,9 +352,10 @@ def paired_differences(spec: ExperimentSpec, by_variant: dict[str, list[dict]]) 
     return {"baseline": baseline, "variants": variants}
 
 
-def _paired_markdown(spec: ExperimentSpec, paired: dict) -> str:
+def _paired_lines(spec: ExperimentSpec, paired: dict) -> list[str]:
+    """The report's table of paired differences from the baseline (`paired_differences`)."""
     if not paired["variants"]:
-        return ""
+        return []
     suites = list(spec.suites)
     pairs = " (for position_bias: of the images with every pair drawn)" if "position_bias" in suites else ""
     lines = ["", f"Differences from {paired['baseline']} in each suite's overall score{pairs}: the variant minus the "
@@ -362,7 +367,7 @@ def _paired_markdown(spec: ExperimentSpec, paired: dict) -> str:
         cells = ["-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                  for d in (by_suite[s] for s in suites)]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _intervals(table: dict, paired: dict | None, metric: str) -> dict[str, tuple[float, float]]:
