@@ -31,6 +31,19 @@ def test_dense_prompts_are_long_with_three_to_five_objects_and_one_or_two_relati
     assert categories == set(DPG_CATEGORIES)
 
 
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m", "minilm-l6"])
+def test_dense_prompts_fit_the_prompt_length_the_encoders_keep(model):
+    # longer prompts would lose their last sentences (a relation) to truncation
+    from transformers import AutoTokenizer
+
+    from llmdiff.encoders.base import EncoderConfig
+    from llmdiff.encoders.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model).path)
+    lengths = [len(tokenizer(e["prompt"], add_special_tokens=False)["input_ids"]) for e in load_suite("dense")]
+    assert max(lengths) <= EncoderConfig().max_length
+
+
 def test_lexical_suite_has_every_geneval_task():
     entries = load_suite("lexical")
     assert len(entries) >= 80

@@ -41,7 +41,7 @@ RELATION_FRAMES = (
     "The arrangement puts the {A} {rel} the {B}.",
 )
 CLOSINGS = ("Nothing else is present.", "The rest of the space stays empty.", "No further items appear.")
-MIN_WORDS, MAX_WORDS = 25, 60
+MIN_WORDS, MAX_WORDS = 25, 52
 CATEGORIES = ("entity", "attribute", "count", "relation")
 
 # (single objects, size of the counted group or 0, relations). At 32 px five objects fit only when all are small,
@@ -70,9 +70,9 @@ def sample_layout(structure: tuple[int, int, int], rng: np.random.Generator) -> 
 
 
 def fits(spec: SceneSpec, draws: int = 16, tries: int = 200, resolution: int = 32) -> bool:
-    """Whether `draws` renders of the scene each find a layout within `tries` attempts, half of what the renderer
-    allows, so that a render of it practically never fails (renders of a fixed seed: the answer is the same every
-    time it is asked)."""
+    """Whether `draws` renders of the scene each find a layout within `tries` attempts, a tenth of what the
+    renderer allows, so that a render of it practically never fails (renders of a fixed seed: the answer is the
+    same every time it is asked)."""
     rng = np.random.default_rng(0)
     try:
         for _ in range(draws):
@@ -129,18 +129,20 @@ def dense_prompt(groups: list[Group], relations: list, rng: np.random.Generator)
             phrases.append(f"{article(words)} {words}")
         else:
             phrases.append(f"{NUMBER_WORDS[g.count]} {size} {g.obj.color} {EVAL.plurals[noun]}")
-    body = [pick(LISTING_FRAMES).format(list=", ".join(phrases[:-1]) + " and " + phrases[-1])]
-    frames = [RELATION_FRAMES[int(k)] for k in rng.permutation(len(RELATION_FRAMES))]
-    for (i, rel, j), frame in zip(relations, frames):
-        body.append(frame.format(A=f"{groups[i].obj.color} {nouns[i]}", B=f"{groups[j].obj.color} {nouns[j]}",
-                                 rel=pick(EVAL.relations[rel])))
-    closing = pick(CLOSINGS)
-    for k in rng.permutation(len(PREAMBLES)):  # the first preamble that keeps the prompt in range
-        for tail in ([closing], []):
-            text = " ".join([PREAMBLES[int(k)], *body, *tail])
-            if MIN_WORDS <= len(text.split()) <= MAX_WORDS:
-                return text
-    raise ValueError(f"no preamble fits {MIN_WORDS}-{MAX_WORDS} words: {' '.join(body)}")
+    listing = ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    for _ in range(100):  # frames drawn until one preamble, with or without a closing, keeps the prompt in range
+        body = [pick(LISTING_FRAMES).format(list=listing)]
+        frames = [RELATION_FRAMES[int(k)] for k in rng.permutation(len(RELATION_FRAMES))]
+        for (i, rel, j), frame in zip(relations, frames):
+            body.append(frame.format(A=f"{groups[i].obj.color} {nouns[i]}", B=f"{groups[j].obj.color} {nouns[j]}",
+                                     rel=pick(EVAL.relations[rel])))
+        closing = pick(CLOSINGS)
+        for k in rng.permutation(len(PREAMBLES)):
+            for tail in ([closing], []):
+                text = " ".join([PREAMBLES[int(k)], *body, *tail])
+                if MIN_WORDS <= len(text.split()) <= MAX_WORDS:
+                    return text
+    raise ValueError(f"no frames keep {listing!r} within {MIN_WORDS}-{MAX_WORDS} words")
 
 
 def dense_questions(groups: list[Group], relations: list) -> list[dict]:

@@ -230,7 +230,7 @@ def render(
     rng: np.random.Generator,
     resolution: int = 32,
     gap: int | None = None,
-    tries: int = 400,
+    tries: int = 2000,
     forbidden: frozenset[tuple[str, str]] = frozenset(),
     warp: float = 0.0,
 ) -> Scene:
@@ -238,6 +238,8 @@ def render(
 
     Colours and sizes the specification leaves open are drawn at random, never giving a
     (colour, shape) pair in ``forbidden`` (the held-out compositions, for training data).
+    ``tries``: layouts drawn before giving up; five small objects with a relation (the dense suite) exhaust 400
+    about once in a thousand renders. A render that succeeds draws the same scene whatever ``tries`` is.
     ``warp`` > 0 distorts every object by a small random affine map (rotation, shear, scale
     up to about warp x 30 degrees / warp x 0.3): generated-looking shapes for validation.
     """
