@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from llmdiff.errors import LLMDiffError
-from llmdiff.experiments import _per_prompt, load_spec, write_report
+from llmdiff.evaluation.stats import read_per_prompt
+from llmdiff.experiments import load_spec, write_report
 
 
 def _experiment(tmp_path, **extra):
@@ -77,4 +78,6 @@ def test_a_runs_per_prompt_record_comes_from_its_evaluation(tmp_path):
     for suite in ("geneval", "dense"):
         (tmp_path / suite / "eval").mkdir(parents=True)
         (tmp_path / suite / "eval" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert _per_prompt(tmp_path, ["geneval", "dense"])["dense"] == {"position": {"0": 0.5}, "dense": {"1": 0.8}}
+    record = read_per_prompt(tmp_path, ["geneval", "dense", "lexical"])
+    assert record["dense"] == {"position": {"0": 0.5}, "dense": {"1": 0.8}}
+    assert "lexical" not in record  # not evaluated: no interval for it

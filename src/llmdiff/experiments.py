@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import from_dict, load_config, read_yaml_mapping
 from .errors import LLMDiffError
+from .evaluation.stats import bar_intervals, paired_differences, paired_table, read_per_prompt
 from .utils import atomic_write_text
 
 
@@ -164,7 +165,7 @@ def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Pat
     atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
                                         "train_minutes": None if shipped else round(minutes, 1),
                                         "summaries": summaries,
-                                        "per_prompt": _per_prompt(run_dir / "eval", spec.suites)}) + "\n")
+                                        "per_prompt": read_per_prompt(run_dir / "eval", spec.suites)}) + "\n")
 
 
 def _collect(out: Path) -> dict[str, list[dict]]:
@@ -223,7 +224,7 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
     report = {"experiment": spec.name, "description": spec.description, "steps": spec.steps, "seeds": list(spec.seeds),
               "suites": list(spec.suites), "images_per_prompt": spec.images_per_prompt, "variants": table,
               "overrides": spec.variants}
-    report["paired"] = paired_differences(spec, by_variant)
+    report["paired"] = paired_differences(by_variant, list(spec.variants), baseline_variant(spec), spec.suites)
     atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "results.md", _markdown(spec, table, report["paired"]))
     _plots(spec, table, out, report["paired"])
@@ -256,7 +257,7 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
         minutes = "-" if v["_train_minutes"] is None else f"{v['_train_minutes']['mean']:.0f}"
         lines.append(f"| {variant} | " + " | ".join(_fmt(v.get(c)) for c in cols)
                      + f" | {v['_steps']['mean']:.0f} | {minutes} | {v['_seeds']} |")
-    lines += _paired_lines(spec, paired) if paired else []
+    lines += paired_table(paired, spec.suites) if paired else []
     tasks = sorted({k.split("/")[1] for v in table.values() for k in v if k.startswith("geneval/")} - {"overall"})
     if tasks:
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
@@ -305,20 +306,6 @@ def _plots(spec: ExperimentSpec, table: dict, out: Path, paired: dict | None = N
 # --- paired differences against the baseline ------------------------------------------------------
 
 
-def _per_prompt(eval_dir: Path, suites) -> dict:
-    """{suite: {task: {prompt index: score}}} of one run from each suite's results.jsonl (for paired statistics);
-    a suite without one is left out (its paired interval is then not reported)."""
-    from .evaluation.stats import per_prompt_scores
-
-    records = {}
-    for suite in suites:
-        path = eval_dir / suite / "eval" / "results.jsonl"
-        if path.is_file():
-            lines = path.read_text().splitlines()
-            records[suite] = per_prompt_scores([json.loads(line) for line in lines if line.strip()])
-    return records
-
-
 def baseline_variant(spec: ExperimentSpec) -> str:
     """The variant the others are compared with: ``baseline`` when the experiment names one, else the first."""
     baseline = spec.baseline or next(iter(spec.variants))
@@ -327,54 +314,8 @@ def baseline_variant(spec: ExperimentSpec) -> str:
     return baseline
 
 
-def paired_differences(spec: ExperimentSpec, by_variant: dict[str, list[dict]]) -> dict:
-    """Every variant's overall score on every suite minus the baseline's, prompt by prompt (each prompt's score
-    averaged over images and seeds), with its paired bootstrap 95 % interval (evaluation/stats.py):
-    {"baseline", "variants": {variant: {suite: {"diff", "ci95", "n_prompts"} | None}}}. None where a run of either
-    was recorded without per-prompt scores (results from before they were kept)."""
-    from .evaluation.stats import mean_over_runs, paired_bootstrap
-
-    baseline = baseline_variant(spec)
-
-    def scores(variant: str, suite: str) -> dict | None:
-        runs = by_variant.get(variant, [])
-        if not runs or any(suite not in r.get("per_prompt", {}) for r in runs):
-            return None
-        return mean_over_runs([r["per_prompt"][suite] for r in runs])
-
-    variants = {}
-    for variant in spec.variants:
-        if variant == baseline or variant not in by_variant:
-            continue
-        base = {suite: scores(baseline, suite) for suite in spec.suites}
-        variants[variant] = {suite: paired_bootstrap(own, base[suite]) if own and base[suite] else None
-                             for suite, own in ((s, scores(variant, s)) for s in spec.suites)}
-    return {"baseline": baseline, "variants": variants}
-
-
-def _paired_lines(spec: ExperimentSpec, paired: dict) -> list[str]:
-    """The report's table of paired differences from the baseline (`paired_differences`)."""
-    if not paired["variants"]:
-        return []
-    suites = list(spec.suites)
-    pairs = " (for position_bias: of the images with every pair drawn)" if "position_bias" in suites else ""
-    lines = ["", f"Differences from {paired['baseline']} in each suite's overall score{pairs}: the variant minus the "
-             "baseline on the same prompts and sampling seeds, a prompt's score being the mean over its images (pass "
-             "or fail; for dense prompts the share of questions passed) and seeds; with the paired bootstrap 95 % "
-             "interval over prompts (10,000 resamples within tasks). `-`: a run recorded without per-prompt scores.",
-             "", "| variant | " + " | ".join(suites) + " |", "|---|" + "---:|" * len(suites)]
-    for variant, by_suite in paired["variants"].items():
-        cells = ["-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-                 for d in (by_suite[s] for s in suites)]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def _intervals(table: dict, paired: dict | None, metric: str) -> dict[str, tuple[float, float]]:
     """For a suite's overall, each variant's paired interval placed at the baseline's mean (plots)."""
     suite, name = metric.split("/")
     base = table.get(paired["baseline"], {}).get(metric) if paired else None
-    if name != "overall" or base is None:
-        return {}
-    return {variant: (base["mean"] + d[suite]["ci95"][0], base["mean"] + d[suite]["ci95"][1])
-            for variant, d in paired["variants"].items() if d.get(suite)}
+    return bar_intervals(paired, suite, base["mean"]) if name == "overall" and base else {}

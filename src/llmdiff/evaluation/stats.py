@@ -6,12 +6,15 @@ fraction of images that pass, or for a dense prompt the mean per-question score.
 overall, the mean over tasks of each task's mean over prompts (a suite of one task: the mean over prompts, as
 DPG-Bench reports). The interval is a paired bootstrap: resample prompts with replacement within each task (every
 resample keeps each task's number of prompts, as the overall weighs tasks equally) and take the 2.5 and 97.5
-percentiles of the variant's minus the baseline's score.
+percentiles of the variant's minus the baseline's score. `llmdiff experiment` records every run's per-prompt
+scores (``read_per_prompt``) and reports each variant against its baseline (``paired_differences``).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -66,3 +69,61 @@ def paired_bootstrap(variant: dict[str, dict[str, float]], baseline: dict[str, d
         n += len(d)
     low, high = np.percentile(resampled, [2.5, 97.5])
     return {"diff": float(diff), "ci95": [float(low), float(high)], "n_prompts": n}
+
+
+def read_per_prompt(eval_dir: Path, suites) -> dict[str, dict[str, dict[str, float]]]:
+    """{suite: {task: {prompt index: score}}} of one model from EVAL_DIR/<suite>/eval/results.jsonl (the layout
+    model_eval writes); a suite without results is left out (its paired interval is then not reported)."""
+    records = {}
+    for suite in suites:
+        path = Path(eval_dir) / suite / "eval" / "results.jsonl"
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            records[suite] = per_prompt_scores([json.loads(line) for line in lines if line.strip()])
+    return records
+
+
+def paired_differences(runs: dict[str, list[dict]], variants: list[str], baseline: str, suites) -> dict:
+    """Every variant's overall score on every suite minus the baseline's, with its paired bootstrap interval, from
+    the runs of each variant (results with a ``per_prompt`` record, one per training seed):
+    {"baseline", "variants": {variant: {suite: {"diff", "ci95", "n_prompts"} | None}}}. None where a run of
+    either was recorded without per-prompt scores."""
+
+    def scores(variant: str, suite: str) -> dict | None:
+        own = runs.get(variant, [])
+        if not own or any(suite not in r.get("per_prompt", {}) for r in own):
+            return None
+        return mean_over_runs([r["per_prompt"][suite] for r in own])
+
+    base = {suite: scores(baseline, suite) for suite in suites}
+    compared = {}
+    for variant in variants:
+        if variant != baseline and variant in runs:
+            compared[variant] = {suite: paired_bootstrap(own, base[suite]) if own and base[suite] else None
+                                 for suite, own in ((s, scores(variant, s)) for s in suites)}
+    return {"baseline": baseline, "variants": compared}
+
+
+def paired_table(paired: dict, suites) -> list[str]:
+    """Markdown lines: what the differences are, and one row per variant of "diff [low, high]" per suite."""
+    if not paired["variants"]:
+        return []
+    suites = list(suites)
+    pairs = " (for position_bias: of the images with every pair drawn)" if "position_bias" in suites else ""
+    lines = ["", f"Differences from {paired['baseline']} in each suite's overall score{pairs}: the variant minus the "
+             "baseline on the same prompts and sampling seeds, a prompt's score being the mean over its images (pass "
+             "or fail; for dense prompts the share of questions passed) and seeds; with the paired bootstrap 95 % "
+             f"interval over prompts ({N_RESAMPLES:,} resamples within tasks). `-`: a run recorded without "
+             "per-prompt scores.", "", "| variant | " + " | ".join(suites) + " |", "|---|" + "---:|" * len(suites)]
+    for variant, by_suite in paired["variants"].items():
+        cells = ["-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                 for d in (by_suite[s] for s in suites)]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bar_intervals(paired: dict, suite: str, baseline_mean: float) -> dict[str, tuple[float, float]]:
+    """Each variant's interval on a suite placed at the baseline's mean score: where the variant's score lies,
+    the baseline held fixed (for bar plots)."""
+    return {variant: (baseline_mean + d[suite]["ci95"][0], baseline_mean + d[suite]["ci95"][1])
+            for variant, d in paired["variants"].items() if d.get(suite)}
