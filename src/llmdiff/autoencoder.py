@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LLMDiffError
-from .utils import atomic_write_text
+from .integrity import check_replaceable
+from .utils import atomic_write_text, read_json
 
 
 def build_autoencoder(widths=(32, 64, 64), latent_channels: int = 4, resolution: int = 32):
@@ -49,18 +50,35 @@ def _batch(rng: np.random.Generator, n: int, resolution: int) -> torch.Tensor:
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+AUTOENCODER_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "training.json")
+
+
+def is_autoencoder_folder(path: Path) -> bool:
+    """A folder `train_autoencoder` wrote: an AutoencoderKL config beside its training record."""
+    try:
+        config, training = read_json(path / "config.json"), read_json(path / "training.json")
+    except (OSError, LLMDiffError):
+        return False
+    return (isinstance(config, dict) and config.get("_class_name") == "AutoencoderKL"
+            and isinstance(training, dict) and "final_reconstruction" in training)
+
+
 def train_autoencoder(out: Path | str, steps: int = 1500, batch_size: int = 32, lr: float = 1e-3,
                       kl_weight: float = 1e-6, resolution: int = 32, seed: int = 0, progress: bool = True,
-                      latent_channels: int = 6, rgb_anchor: float = 1.0) -> Path:
+                      latent_channels: int = 6, rgb_anchor: float = 1.0, overwrite: bool = False) -> Path:
     """Train, set the latent scaling factor (1 / std of latents, as SD does), save with save_pretrained.
 
     ``rgb_anchor`` > 0 pulls the first three latent channels towards the image average-pooled to the
     latent grid, so that colour lives linearly in the latent (as it does in pixel space) and the
-    other channels carry the shape detail the decoder needs.
+    other channels carry the shape detail the decoder needs. Files of the folder's names that are not an
+    earlier autoencoder's are refused before training, unless ``overwrite``.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
+    ours = out.is_dir() and is_autoencoder_folder(out)
+    for name in AUTOENCODER_FILES:
+        check_replaceable(out / name, "--out", ours, overwrite)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     ae = build_autoencoder(resolution=resolution, latent_channels=latent_channels)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from .errors import LLMDiffError
-from .integrity import check_writable
+from .integrity import check_replaceable, check_writable, child_folder, is_llmdiff_figure
 from .model_folder import DEFAULT_MODEL
 
 COMMANDS: dict[str, "callable"] = {}
@@ -65,6 +65,7 @@ def _shapes_render(args) -> None:
     from .viz import image_grid
 
     check_writable(args.out, "--out", folder=False)
+    check_replaceable(args.out, "--out", is_llmdiff_figure, args.overwrite)  # a grid llmdiff drew, or nothing
     rng = np.random.default_rng(args.seed)
     if args.suite:
         entries = with_scenes(load_suite(args.suite)[: args.n], args.suite)
@@ -86,7 +87,8 @@ def _shapes_prompts(args) -> None:
     if args.out:
         check_writable(args.out, "--out", folder=False)
     lines = "".join(json.dumps(e) + "\n" for e in build_suite(args.suite))
-    if args.out:
+    if args.out:  # a JSONL file carries no mark of its writer: only the same prompts are written over it
+        check_replaceable(args.out, "--out", lambda p: p.read_bytes() == lines.encode(), args.overwrite)
         atomic_write_text(args.out, lines)
         print(f"wrote {lines.count(chr(10))} prompts to {args.out}", file=sys.stderr)
     else:
@@ -98,7 +100,8 @@ def _shapes_gt(args) -> None:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from .evaluation.layout import write_prompt_folder
+    from .evaluation.layout import claim_output, prompts_digest, write_prompt_folder
+    from .integrity import folder_lock
     from .shapes.corrupt import corrupt
     from .shapes.suites import contradicting_spec, load_suite, with_scenes
     from .shapes.world import SceneSpec, render
@@ -106,13 +109,19 @@ def _shapes_gt(args) -> None:
     check_writable(args.out, "--out")
     rng = np.random.default_rng(args.seed)
     entries = with_scenes(load_suite(args.suite), args.suite)
-    for i, entry in enumerate(tqdm(entries, desc="rendering", unit="prompt")):
-        images = []
-        for _ in range(args.images_per_prompt):
-            spec = contradicting_spec(entry, rng) if args.contradict else SceneSpec.from_dict(entry["scene"])
-            img = render(spec, rng, args.resolution, warp=0.15 if args.corrupt else 0.0).image
-            images.append(corrupt(img, rng) if args.corrupt else img)
-        write_prompt_folder(Path(args.out), i, entry, images)
+    # the folder's record, as `generate` keeps one: only renders of these settings are written over
+    record = {"made_by": "llmdiff shapes gt", "suite": args.suite, "prompts_sha256": prompts_digest(entries),
+              "images_per_prompt": args.images_per_prompt, "resolution": args.resolution, "seed": args.seed,
+              "corrupt": args.corrupt, "contradict": args.contradict}
+    with folder_lock(args.out, "renders into"):
+        claim_output(Path(args.out), record, args.overwrite)
+        for i, entry in enumerate(tqdm(entries, desc="rendering", unit="prompt")):
+            images = []
+            for _ in range(args.images_per_prompt):
+                spec = contradicting_spec(entry, rng) if args.contradict else SceneSpec.from_dict(entry["scene"])
+                img = render(spec, rng, args.resolution, warp=0.15 if args.corrupt else 0.0).image
+                images.append(corrupt(img, rng) if args.corrupt else img)
+            write_prompt_folder(Path(args.out), i, entry, images)
     print(f"wrote {len(entries)} prompts x {args.images_per_prompt} images to {args.out}")
 
 
@@ -155,7 +164,8 @@ def _train(args) -> None:
     from .training.trainer import train
 
     cfg = load_config(args.config, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []))
-    run_dir = check_writable(Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name, "--run-dir")
+    run_dir = check_writable(Path(args.run_dir) if args.run_dir else child_folder("runs", cfg.name, "name"),
+                             "--run-dir")
     model_dir = train(cfg, run_dir, resume=args.resume)
     print(f"trained model in {model_dir}; run folder {run_dir} (loss.png, samples/, log.jsonl)")
 
@@ -186,7 +196,7 @@ def _autoencoder(args) -> None:
     check_writable(args.out, "--out")  # before training, so the result is never lost
     out = train_autoencoder(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             resolution=args.resolution, seed=args.seed, latent_channels=args.latent_channels,
-                            rgb_anchor=args.rgb_anchor)
+                            rgb_anchor=args.rgb_anchor, overwrite=args.overwrite)
     print(f"autoencoder in {out}; use it with model.autoencoder={out}")
 
 
@@ -209,7 +219,7 @@ def _experiment(args) -> None:
 
 @command("eval")
 def _eval(args) -> None:
-    from .evaluation.evaluate import markdown_summary, run_eval
+    from .evaluation.evaluate import VALIDATION_FILES, check_report_folder, markdown_summary, run_eval
     from .utils import atomic_write_text
 
     if args.out:
@@ -217,6 +227,8 @@ def _eval(args) -> None:
     if args.validate:
         from .evaluation.validate import validate, validation_markdown
 
+        if args.out:
+            check_report_folder(Path(args.out), VALIDATION_FILES, args.overwrite)
         report = validate(images_per_prompt=args.images_per_prompt, resolution=args.resolution or 32)
         md = validation_markdown(report)
         if args.out:
@@ -227,7 +239,8 @@ def _eval(args) -> None:
         return
     if not args.images:
         raise LLMDiffError("pass --images DIR (a GenEval-layout folder) or --validate")
-    summary = run_eval(Path(args.images), Path(args.out) if args.out else None, args.threshold, args.resolution)
+    summary = run_eval(Path(args.images), Path(args.out) if args.out else None, args.threshold, args.resolution,
+                       overwrite=args.overwrite)
     print(markdown_summary(summary, f"Evaluation of {args.images}"))
     print(f"results in {args.out or Path(args.images) / 'eval'}")
 
@@ -329,9 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cols", type=int_in(1, 64), default=4, help="scenes per row of the grid (default 4)")
     r.add_argument("--seed", type=SEED, default=0, help="seed of the scenes and captions drawn (default 0)")
     r.add_argument("--out", default="shapes.png", help="output PNG (default shapes.png)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an --out file that is not a grid llmdiff drew (else refused)")
     pr = ssub.add_parser("prompts", help="a prompt suite in GenEval's metadata format (JSONL)")
     pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase, dense or lexical")
     pr.add_argument("--out", help="write to this file instead of stdout")
+    pr.add_argument("--overwrite", action="store_true",
+                    help="replace an --out file that holds anything but these prompts (else refused)")
     gt = ssub.add_parser("gt", help="ground-truth renders of a suite in the GenEval folder layout")
     gt.add_argument("--suite", required=True,
                     help="geneval, compbench, position_bias, paraphrase, dense, lexical or a JSONL")
@@ -342,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--corrupt", action="store_true", help="blur, noise, colour jitter and shape warp")
     gt.add_argument("--contradict", action="store_true", help="render scenes that violate their prompts")
     gt.add_argument("--seed", type=SEED, default=0, help="seed of the renders (default 0)")
+    gt.add_argument("--overwrite", action="store_true", help="replace the prompt folders --out holds when other "
+                    "settings or another command made them (else refused)")
 
     enc = sub.add_parser("encode", help="encode a caption set into a feature cache (safetensors shards)")
     enc.add_argument("--encoder", default="smollm2-135m", help="packaged name, local folder, .gguf file or hub id")
@@ -422,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channels of the latent the diffusion model samples (default 6)")
     a.add_argument("--rgb-anchor", type=float_in(0.0, 100.0), default=1.0,
                    help="pull the first 3 latent channels towards the pooled image (colour stays linear)")
+    a.add_argument("--overwrite", action="store_true", help="replace config.json, the weights and training.json "
+                   "in --out when they are not an autoencoder llmdiff trained (else refused)")
 
     x = sub.add_parser("experiment", help="train and compare variants of a config with the same budget")
     x.add_argument("spec", help="experiment YAML, e.g. configs/experiments/ladder.yaml")
@@ -441,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resolution", type=RESOLUTION, help="reject images of any other size")
     e.add_argument("--validate", action="store_true", help="validate the evaluator on true and contradicting renders")
     e.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4, help="with --validate (default 4)")
+    e.add_argument("--overwrite", action="store_true", help="replace report files (summary.md, ...) in --out that "
+                   "an earlier evaluation did not write (else refused)")
 
     pb = sub.add_parser("probe", help="text-sensitivity probe: how much one changed word (colour, shape, count, "
                         "relation) moves each model's prediction, and the attention on it, at high/middle/low noise")
@@ -486,7 +509,20 @@ def _serve(args) -> None:
 
     if not 0 < args.port < 65536:
         raise LLMDiffError(f"--port must be in 1..65535, got {args.port}")
+    check_host(args.host)
     serve(args.host, args.port, args.model)
+
+
+def check_host(host: str) -> None:
+    """The address to listen on resolves (else the web server reports only that it cannot find a free port)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as e:
+        why = getattr(e, "strerror", None) or e
+        raise LLMDiffError(f"--host {host!r} does not resolve to an address ({why}); use 127.0.0.1 (this machine "
+                           "only), 0.0.0.0 (every interface) or a name that resolves") from None
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -7,10 +7,12 @@ is ``TextToImage``'s. Import it as ``from llmdiff import LLMDiffPipeline``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
+from .integrity import MODEL_INFO, check_replaceable
 from .model_folder import SAMPLE_DEFAULTS, read_model_index
 from .pipelines import TextToImage
 
@@ -29,6 +31,13 @@ class LLMDiffPipeline(TextToImage, DiffusionPipeline):
         if name == "sample_config":  # saved in model_index.json with the components
             self.register_to_config(sample_config=dict(value))
         super().__setattr__(name, value)
+
+    def save_pretrained(self, save_directory, *args, overwrite: bool = False, **kwargs):
+        """diffusers' save, into a new or empty folder or over a saved LLMDiffPipeline; a folder holding anything
+        else (or a file) is refused unless ``overwrite``, since diffusers writes its files in among the others."""
+        check_replaceable(save_directory, "save_directory", _is_pipeline_folder, overwrite,
+                          remedy="pass overwrite=True to save into it anyway, or choose another folder")
+        return DiffusionPipeline.save_pretrained(self, save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "LLMDiffPipeline":
@@ -49,3 +58,12 @@ class LLMDiffPipeline(TextToImage, DiffusionPipeline):
         pipe.denoiser.eval()
         pipe.use_scheduler(kind)
         return pipe
+
+
+def _is_pipeline_folder(path: Path) -> bool:
+    """A folder an LLMDiffPipeline was saved to (its model_index.json names the class)."""
+    try:
+        info = json.loads((path / MODEL_INFO).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("_class_name") == LLMDiffPipeline.__name__

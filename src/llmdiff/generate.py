@@ -1,7 +1,9 @@
 """``llmdiff generate``: images from one prompt, a prompt file or a prompt suite, as files people can use.
 
 * one prompt or a ``.txt`` file (one prompt per line): one PNG per image, named ``NNN-SEED.png`` (prompt
-  index, the image's seed), plus a captioned grid as an extra file when there are several images;
+  index, the image's seed), plus a captioned grid as an extra file when there are several images. Every batch's
+  images are saved as soon as it is sampled, and images already saved with the same settings are not drawn
+  again: a stopped run keeps what it finished, and the same command continues it;
 * a suite name or GenEval JSONL (``--prompts geneval``): GenEval's folder layout (``00000/metadata.jsonl``,
   ``00000/samples/0000.png``), which ``llmdiff eval`` scores.
 
@@ -19,9 +21,13 @@ from pathlib import Path
 from .config import check_choice, check_guidance_scale, check_steps
 from .encoders.base import check_text
 from .errors import LLMDiffError, LLMDiffTypeError
-from .integrity import check_writable
+from .integrity import check_replaceable, check_writable, is_llmdiff_figure
+from .utils import read_text
 
 METADATA_KEY = "llmdiff"
+# The settings a PNG records (what --from-png reads back); `generate` also records its weights' hash (WEIGHTS).
+SETTINGS = ("prompt", "seed", "negative_prompt", "num_inference_steps", "guidance_scale", "scheduler", "model")
+WEIGHTS = "model_sha256"
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -30,7 +36,7 @@ def read_prompt_file(path: Path | str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise LLMDiffError(f"no prompt file {path}")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    prompts = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not prompts:
         raise LLMDiffError(f"{path} holds no prompts (one per line)")
     return prompts
@@ -38,16 +44,11 @@ def read_prompt_file(path: Path | str) -> list[str]:
 
 def png_metadata(path: Path | str) -> dict:
     """The settings `llmdiff generate` stored in a PNG."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            text = getattr(im, "text", {}).get(METADATA_KEY)
-        meta = json.loads(text) if text is not None else None
-    except (OSError, UnidentifiedImageError, json.JSONDecodeError):
-        meta = None
-    keys = ("prompt", "seed", "negative_prompt", "num_inference_steps", "guidance_scale", "scheduler", "model")
-    if not isinstance(meta, dict) or not all(k in meta for k in keys):
+    if not Path(path).is_file():
+        raise LLMDiffError(f"no PNG {path}: it does not exist" if not Path(path).exists() else
+                           f"{path} is a folder, not a PNG")
+    meta = _llmdiff_text(path)
+    if not isinstance(meta, dict) or not all(k in meta for k in SETTINGS):
         raise LLMDiffError(f"{path} carries no llmdiff metadata (only PNGs written by `llmdiff generate` do)")
     from .diffusion import SCHEDULERS
 
@@ -61,7 +62,19 @@ def png_metadata(path: Path | str) -> dict:
     check_steps(f"{where} num_inference_steps", meta["num_inference_steps"])
     check_guidance_scale(f"{where} guidance_scale", meta["guidance_scale"])
     check_choice(f"{where} scheduler", meta["scheduler"], SCHEDULERS)
-    return meta
+    return {k: meta[k] for k in SETTINGS}
+
+
+def _llmdiff_text(path: Path | str):
+    """The JSON a PNG holds under METADATA_KEY (None when it holds none, or is no PNG)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            text = getattr(im, "text", {}).get(METADATA_KEY)
+        return json.loads(text) if text is not None else None
+    except (OSError, UnidentifiedImageError, json.JSONDecodeError):
+        return None
 
 
 def save_png(image, path: Path, metadata: dict, display_size: int | None = None) -> None:
@@ -107,57 +120,84 @@ def run_generate(args, default_model: Path) -> None:
         check_text(text, "the negative prompt" if i == len(prompts) else f"prompt {i + 1}")
     check_device(args.device)
     check_writable(args.out, "--out", folder=suite or not args.out.endswith(".png"))
-    from .pipelines import generators_for, image_seed, load_pipeline
+    from .evaluation.layout import model_digest
+    from .evaluation.model_eval import generate_missing, generate_suite
+    from .pipelines import image_seed, load_pipeline
 
+    if not suite:  # what --out holds is checked before the model loads: only this command's images are replaced
+        if not args.from_png:
+            seeds = [[image_seed(args.seed, i, k) for k in range(args.images_per_prompt)] for i in range(len(prompts))]
+        flat = [(i, s) for i, row in enumerate(seeds) for s in row]
+        paths = output_paths(Path(args.out), flat)
+        for path in paths:
+            check_replaceable(path, "--out", _is_generated_png, args.overwrite)
+        grid = None
+        if len(flat) > 1:
+            grid = paths[0].parent / (f"{Path(args.out).stem}-grid.png" if args.out.endswith(".png") else "grid.png")
+            check_replaceable(grid, "--out", is_llmdiff_figure, args.overwrite)
     model = Path(args.model) if args.model else default_model
     pipe = load_pipeline(model, scheduler=args.scheduler, device=args.device, torch_dtype=getattr(torch, args.dtype))
     if suite:
-        from .evaluation.model_eval import generate_suite  # with the evaluator (scipy.ndimage): suites only
         from .shapes.suites import load_suite
 
         out = generate_suite(pipe, load_suite(args.prompts), args.out, args.images_per_prompt, args.seed,
                              args.guidance_scale, args.steps, overwrite=args.overwrite)
         print(f"wrote images for {args.prompts} to {out} (score them with `llmdiff eval --images {out}`)")
         return
-    if not args.from_png:
-        seeds = [[image_seed(args.seed, i, k) for k in range(args.images_per_prompt)] for i in range(len(prompts))]
     steps, guidance_scale = pipe.sampling(args.steps, args.guidance_scale)
     settings = {"negative_prompt": args.negative_prompt or "", "num_inference_steps": steps,
-                "guidance_scale": guidance_scale, "scheduler": pipe.sample_config["scheduler"], "model": str(model)}
-    flat = [(i, s) for i, row in enumerate(seeds) for s in row]
-    paths = output_paths(Path(args.out), flat)
-    if not args.overwrite:
-        for path in paths:
-            refuse_foreign_file(path)
-    images = []
-    for start in range(0, len(flat), args.batch_size):  # one progress bar per batch of images
-        chunk = flat[start:start + args.batch_size]
-        images += pipe([prompts[i] for i, _ in chunk], negative_prompt=settings["negative_prompt"] or None,
-                       num_inference_steps=settings["num_inference_steps"], guidance_scale=settings["guidance_scale"],
-                       generator=generators_for([s for _, s in chunk])).images
-    for (i, seed), image, path in zip(flat, images, paths):
-        save_png(image, path, {"prompt": prompts[i], "seed": seed, **settings}, args.display_size)
-    if len(images) > 1:
+                "guidance_scale": guidance_scale, "scheduler": pipe.sample_config["scheduler"], "model": str(model),
+                WEIGHTS: model_digest(pipe)}  # a model retrained in the same folder draws its images anew
+    metadata = [{"prompt": prompts[i], "seed": seed, **settings} for i, seed in flat]
+    todo = [k for k, path in enumerate(paths) if not _saved_with(path, metadata[k], args.display_size)]
+    if args.from_png and any(paths[k].resolve() == Path(args.from_png).resolve() for k in todo):
+        raise LLMDiffError(f"--out {args.out} is the --from-png image being read, which these settings would "
+                           "replace; choose another --out")
+
+    def save(start: int, images: list) -> None:
+        for k, image in zip(todo[start:start + len(images)], images):
+            save_png(image, paths[k], metadata[k], args.display_size)
+
+    generate_missing(pipe, [prompts[flat[k][0]] for k in todo], [[flat[k][1]] for k in todo], save, args.batch_size,
+                     progress=False, negative_prompt=settings["negative_prompt"] or None,
+                     num_inference_steps=steps, guidance_scale=guidance_scale)
+    kept = f" ({len(flat) - len(todo)} of them already there)" if len(todo) < len(flat) else ""
+    if grid is not None:
         import numpy as np
+        from PIL import Image
 
         from .viz import image_grid
 
-        grid = paths[0].parent / (f"{Path(args.out).stem}-grid.png" if args.out.endswith(".png") else "grid.png")
-        image_grid([np.asarray(im) for im in images], [prompts[i] for i, _ in flat], grid)
-        print(f"wrote {len(images)} images to {paths[0].parent} ({paths[0].name}, ...) and the grid {grid}")
+        images = []
+        for path in paths:
+            with Image.open(path) as im:
+                images.append(np.asarray(im.convert("RGB")))
+        image_grid(images, [prompts[i] for i, _ in flat], grid)
+        print(f"wrote {len(flat)} images{kept} to {paths[0].parent} ({paths[0].name}, ...) and the grid {grid}")
     else:
-        print(f"wrote {paths[0]}")
+        print(f"wrote {paths[0]}{kept}")
 
 
-def refuse_foreign_file(path: Path) -> None:
-    """Replace only PNGs this command wrote (they carry its metadata); anything else at `path` is the user's."""
-    if not path.exists():
-        return
+def _is_generated_png(path: Path) -> bool:
+    """A PNG `llmdiff generate` wrote (its settings as metadata): replaced; anything else is the user's."""
     try:
         png_metadata(path)
     except LLMDiffError:
-        raise LLMDiffError(f"{path} exists and was not written by `llmdiff generate`; choose another --out "
-                           "or pass --overwrite") from None
+        return False
+    return True
+
+
+def _saved_with(path: Path, metadata: dict, display_size: int | None) -> bool:
+    """Whether `path` is already the image these settings and weights draw (saved at this size): a rerun skips it."""
+    from PIL import Image
+
+    try:
+        if _llmdiff_text(path) != json.loads(json.dumps(metadata)):
+            return False
+        with Image.open(path) as im:
+            return display_size is None or im.size[0] == display_size
+    except OSError:
+        return False
 
 
 def check_device(device: str | None) -> None:

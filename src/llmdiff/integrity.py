@@ -1,4 +1,4 @@
-"""Content hashes of weights, checkpoints and cache shards, and the folder guards every writer shares.
+"""Content hashes of weights, checkpoints and cache shards, and the folder and output guards every writer shares.
 
 A folder of safetensors records the SHA-256 of each weight file in its JSON (``model_index.json`` of a
 model folder, under ``_sha256``, which diffusers' loader ignores; ``state.json`` of a checkpoint, ``manifest.json`` of a feature cache); loading checks
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -121,6 +122,53 @@ def check_writable(path: Path | str, option: str, folder: bool = True) -> Path:
     if not os.access(target, os.W_OK | os.X_OK):
         raise LLMDiffError(f"{option} {path} is not writable (no write permission in {target})")
     return path
+
+
+def check_replaceable(path: Path | str, option: str, ours: Callable[[Path], bool] | bool = False,
+                      overwrite: bool = False, remedy: str | None = None) -> Path:
+    """Refuse, before any work, to replace what the command did not write: an existing `path` is written only
+    when `ours` says it is the command's own output (a predicate of the path, or the caller's verdict) or the user
+    passed --overwrite. Absent paths and empty folders hold nothing to lose; every command's outputs go through
+    here, each with its own notion of `ours` (a PNG's llmdiff text, a folder's record of what made it)."""
+    path = Path(path).expanduser()
+    if overwrite or not os.path.lexists(path):
+        return path
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return path
+    if ours(path) if callable(ours) else ours:
+        return path
+    raise LLMDiffError(f"{option}: {path} exists and was not written by this command; "
+                       + (remedy or f"pass --overwrite to replace it, or choose another {option}"))
+
+
+def llmdiff_png(path: Path | str) -> str | None:
+    """What wrote a PNG: "image" (`llmdiff generate`, its settings as metadata), "figure" (every other PNG llmdiff
+    draws) or None (not llmdiff, or not a readable PNG). Read from the PNG's text, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            text = dict(getattr(im, "text", {}) or {})
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+    if not str(text.get("Software", "")).startswith("llmdiff"):
+        return None
+    return "image" if "llmdiff" in text else "figure"
+
+
+def is_llmdiff_figure(path: Path) -> bool:
+    return llmdiff_png(path) == "figure"
+
+
+def child_folder(parent: Path | str, name, what: str) -> Path:
+    """`parent / name` for a name that becomes a folder name (a run's, an experiment's, a variant's), after checking
+    that it stays inside `parent`: one plain folder name, without '/', '..' or control characters."""
+    text = name if isinstance(name, str) else None
+    if (not text or text in (".", "..") or any(c in text for c in "/\\") or text != text.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in text)):
+        raise LLMDiffError(f"{what} {name!r} would not name one folder inside {parent}: use a plain name, "
+                           "without '/', '..', control characters or spaces at its ends")
+    return Path(parent) / text
 
 
 @contextlib.contextmanager

@@ -22,11 +22,14 @@ def pyplot():
 
 
 def save_figure(fig, path: Path | str, dpi: int = 120) -> Path:
-    """Lay out, write (creating the folder) and close a figure."""
+    """Lay out, write (creating the folder) and close a figure. A PNG names llmdiff as its Software, which is how
+    a later command tells its own figure (replaced) from a file of the user's (refused)."""
+    from . import __version__
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, metadata={"Software": f"llmdiff {__version__}"} if path.suffix == ".png" else None)
     pyplot().close(fig)
     return path
 

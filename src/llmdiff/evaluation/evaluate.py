@@ -10,6 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import LLMDiffError
+from ..integrity import check_replaceable, folder_lock
 from ..shapes.suites import COMPBENCH_TAGS, GENEVAL_TAGS, POSITION_BINS
 from ..utils import atomic_write_text
 from .detect import DEFAULT_THRESHOLD, detect
@@ -109,7 +110,9 @@ def geneval_table(rows: dict[str, dict], label: str) -> list[str]:
 def markdown_summary(summary: dict, title: str = "Evaluation") -> str:
     lines = [f"# {title}", "", f"{summary['n_images']} images scored."]
     producer = summary.get("producer")
-    if producer:
+    if producer and "made_by" in producer:  # a renderer's record (`llmdiff shapes gt`)
+        lines += ["", f"Made by `{producer['made_by']}` from {producer.get('suite')}, seed {producer.get('seed')}."]
+    elif producer:
         lines += ["", f"Made by {producer.get('model_class', 'a model')} with weights sha256 "
                       f"{str(producer.get('model_sha256'))[:12]}, seed {producer.get('seed')}, {producer.get('steps')} "
                       f"steps, guidance {producer.get('guidance_scale')}, {producer.get('scheduler')}."]
@@ -149,9 +152,32 @@ def plot_summary(summary: dict, out: Path) -> list[Path]:
     return written
 
 
+# The files of a report folder; the first (the report's index) tells an earlier report from a user's files.
+REPORT_FILES = ("summary.json", "results.jsonl", "summary.md", "tasks.png", "position_bias.png")
+VALIDATION_FILES = ("validation.json", "validation.md")
+_INDEX_KEYS = {"summary.json": ("n_images", "benchmarks", "errors"), "validation.json": ("settings", "true_renders")}
+
+
+def check_report_folder(out: Path, files: tuple[str, ...] = REPORT_FILES, overwrite: bool = False) -> None:
+    """Refuse, before evaluating, a report folder holding files of the report's names that are not an earlier
+    report's (a summary.md of the user's), unless `overwrite`."""
+    out = Path(out)
+    try:
+        index = json.loads((out / files[0]).read_text())
+    except (OSError, ValueError):
+        index = None
+    ours = isinstance(index, dict) and all(k in index for k in _INDEX_KEYS[files[0]])
+    for name in files:
+        check_replaceable(out / name, "--out", ours, overwrite)
+
+
 def run_eval(images: Path, out: Path | None = None, threshold: float = DEFAULT_THRESHOLD,
-             resolution: int | None = None, progress: bool = True, plots: bool = True) -> dict:
-    """Evaluate a folder and write results.jsonl, summary.json, summary.md and plots to ``out``."""
+             resolution: int | None = None, progress: bool = True, plots: bool = True,
+             overwrite: bool = False) -> dict:
+    """Evaluate a folder and write summary.json, results.jsonl, summary.md and plots to ``out`` (default
+    IMAGES/eval); files there that an earlier evaluation did not write are refused unless `overwrite`."""
+    out = Path(out) if out else Path(images) / "eval"
+    check_report_folder(out, REPORT_FILES, overwrite)
     layout = read_layout(images, resolution)
     if not layout.samples:
         first = layout.errors[0] if layout.errors else {"path": str(images), "error": "nothing to score"}
@@ -159,12 +185,10 @@ def run_eval(images: Path, out: Path | None = None, threshold: float = DEFAULT_T
     results = evaluate_layout(layout, threshold, progress)
     summary = summarize(results, layout.errors)
     summary["producer"] = read_record(images)
-    from ..integrity import folder_lock
-
-    out = Path(out) if out else Path(images) / "eval"
     with folder_lock(out, "a report into"):  # one writer: the report's files all come from one evaluation
-        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
+        # the index first: every other report file is then beside the summary that claims the folder
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in results))
         atomic_write_text(out / "summary.md", markdown_summary(summary, f"Evaluation of {images}"))
         if plots:
             plot_summary(summary, out)

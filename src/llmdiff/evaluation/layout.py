@@ -2,8 +2,9 @@
 
 Any generator that writes this layout can be evaluated by ``llmdiff eval``. llmdiff's own
 generator also records what produced the images in OUT/llmdiff-generation.json (model weights
-hash, seed, steps, guidance, scheduler, prompts); it adds to a folder only when that record
-matches, so an output folder never mixes two models' images or passes old images off as new.
+hash, seed, steps, guidance, scheduler, prompts; for ``llmdiff shapes gt`` the renderer's settings);
+it adds to a folder only when that record matches, so an output folder never mixes two models'
+images or passes old images off as new, and a folder of images it did not make is never written into.
 """
 
 from __future__ import annotations
@@ -38,17 +39,26 @@ def prompt_folders(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
 
 
-def generation_record(pipe, entries: list[dict], seed: int, steps: int, guidance_scale: float) -> dict:
-    """What decides a suite's images: the denoiser's (and decoder's) weights, encoders, sampler, seed and prompts."""
-    import hashlib
-
+def model_digest(pipe) -> str:
+    """A hash of what a pipeline draws with: the denoiser's (and decoder's) weights."""
     from ..integrity import tensors_digest
 
     weights = dict(pipe.denoiser.state_dict())
     if pipe.codec is not None:
         weights.update({f"vae.{k}": v for k, v in pipe.codec.ae.state_dict().items()})
-    prompts = hashlib.sha256("\n".join(json.dumps(e, sort_keys=True) for e in entries).encode()).hexdigest()
-    return {"model_sha256": tensors_digest(weights), "model_class": type(pipe.denoiser).__name__,
+    return tensors_digest(weights)
+
+
+def prompts_digest(entries: list[dict]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(json.dumps(e, sort_keys=True) for e in entries).encode()).hexdigest()
+
+
+def generation_record(pipe, entries: list[dict], seed: int, steps: int, guidance_scale: float) -> dict:
+    """What decides a suite's images: the denoiser's (and decoder's) weights, encoders, sampler, seed and prompts."""
+    prompts = prompts_digest(entries)
+    return {"model_sha256": model_digest(pipe), "model_class": type(pipe.denoiser).__name__,
             "encoders": json.loads(json.dumps(pipe.encoder_configs)), "scheduler": type(pipe.scheduler).__name__,
             "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "prompts_sha256": prompts}
 

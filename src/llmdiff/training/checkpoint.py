@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import LLMDiffError
-from ..integrity import verify_hashes, weight_hashes
+from ..integrity import MODEL_INFO, check_replaceable, verify_hashes, weight_hashes
 
 PREFIX = "step-"
 
@@ -114,6 +114,19 @@ def load_checkpoint(path: Path) -> dict:
     return out
 
 
+def check_export_target(ckpt: Path, out: Path) -> None:
+    """A model folder is exported beside the checkpoint it reads, never into or over it (the run could not
+    resume), over another checkpoint, or over a folder that is not a model folder."""
+    ckpt, target = Path(ckpt).resolve(), Path(out).resolve()
+    if target == ckpt or target in ckpt.parents or ckpt in target.parents:
+        raise LLMDiffError(f"--out {out} would write over the checkpoint being exported ({ckpt}); export to a "
+                           "folder outside it, e.g. models/NAME")
+    if (target / "state.json").is_file() or (target.name.startswith(PREFIX) and target.parent.name == "checkpoints"):
+        raise LLMDiffError(f"--out {out} is a training checkpoint, not a model folder; export to another folder")
+    check_replaceable(out, "--out", lambda p: (p / MODEL_INFO).is_file() or (p / "llmdiff.json").is_file(),
+                      remedy="only a model folder is exported over; choose another --out")
+
+
 def export_checkpoint(ckpt: Path, out: Path, ema: bool = True) -> Path:
     """A model folder in the pipeline layout (EMA weights unless ``ema`` is False, the run's sampling defaults,
     vae/ for a latent model) from one checkpoint; the trainer's final export and `llmdiff export` both come here."""
@@ -121,6 +134,7 @@ def export_checkpoint(ckpt: Path, out: Path, ema: bool = True) -> Path:
     from ..model_folder import export_model
 
     ckpt, out = Path(ckpt), Path(out)
+    check_export_target(ckpt, out)
     if not (ckpt / "config.json").is_file():
         raise LLMDiffError(f"{ckpt} is not an exportable checkpoint (no config.json)")
     cls = model_class(json.loads((ckpt / "config.json").read_text())["_class_name"])
