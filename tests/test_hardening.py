@@ -68,6 +68,46 @@ def test_generate_refuses_a_folder_made_by_another_model_and_eval_reports_the_pr
     assert replaced["model_sha256"][:12] in (tmp_path / "r" / "summary.md").read_text()
 
 
+def test_an_interrupted_prompt_file_keeps_its_finished_batches_and_the_same_command_continues(models, tmp_path,
+                                                                                            monkeypatch):
+    from llmdiff.pipelines import TextToImage
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\nthree green crosses\n")
+    gen = ["generate", "--prompts", str(prompts), "--model", str(models[0]), "--steps", "2", "--images-per-prompt",
+           "2", "--batch-size", "2"]
+    assert main(gen + ["--out", str(tmp_path / "straight")]) == 0
+    straight = {p.name: p.read_bytes() for p in (tmp_path / "straight").glob("[0-9]*.png")}
+    assert len(straight) == 6
+    real, drawn = TextToImage.__call__, []
+
+    def stopped_in_the_second_batch(self, prompt, *args, **kwargs):
+        drawn.append(len(prompt))
+        if len(drawn) == 2:
+            raise KeyboardInterrupt
+        return real(self, prompt, *args, **kwargs)
+
+    monkeypatch.setattr(TextToImage, "__call__", stopped_in_the_second_batch)
+    out = tmp_path / "out"
+    assert main(gen + ["--out", str(out)]) == 130
+    kept = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert len(kept) == 2 and all(straight[name] == data for name, data in kept.items())  # the first batch
+    drawn.clear()
+
+    def counted(self, prompt, *args, **kwargs):
+        drawn.append(len(prompt))
+        return real(self, prompt, *args, **kwargs)
+
+    monkeypatch.setattr(TextToImage, "__call__", counted)
+    assert main(gen + ["--out", str(out)]) == 0
+    assert sum(drawn) == 4  # only the images the first attempt did not save
+    assert {p.name: p.read_bytes() for p in out.glob("[0-9]*.png")} == straight
+    assert (out / "grid.png").is_file()
+    drawn.clear()
+    assert main(gen + ["--out", str(out)]) == 0 and drawn == []  # all there: nothing drawn again
+    assert main(gen + ["--out", str(out), "--steps", "3"]) == 0 and sum(drawn) == 6  # other settings: redrawn
+
+
 # --- 2. foreign code --------------------------------------------------------------------------------
 
 
@@ -170,12 +210,15 @@ def test_train_refuses_a_folder_holding_the_users_config_and_writes_nothing_on_a
     assert not run.exists()
 
 
-def test_resume_before_the_first_checkpoint_and_after_a_cut_log_line(tmp_path):
+def test_a_run_killed_before_its_first_checkpoint_starts_again_and_resume_drops_a_cut_log_line(tmp_path):
     run = tmp_path / "run"
     cfg = tiny_cfg("train.checkpoint_every=6")
     Trainer(cfg, run, progress=False).train(stop_after=4)  # killed before its first checkpoint
     assert len(losses(run)) == 4 and not (run / "checkpoints").exists()
-    Trainer(cfg, run, resume=True, progress=False).train(stop_after=8)  # step-6 checkpoint, then killed at 8
+    with pytest.raises(LLMDiffError, match="nothing to resume .* no checkpoint; start the run without --resume"):
+        Trainer(cfg, run, resume=True, progress=False)
+    Trainer(cfg, run, progress=False).train(stop_after=8)  # starts again: step-6 checkpoint, then killed at 8
+    assert len(losses(run)) == 8  # the first attempt's rows are gone
     with open(run / "log.jsonl", "a") as f:
         f.write('{"step": 8, "lo')  # a kill in the middle of a log line
     (run / "checkpoints" / ".tmp-killed").mkdir()  # a kill in the middle of a checkpoint write

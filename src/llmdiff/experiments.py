@@ -4,7 +4,8 @@ An experiment file names a base config, a step budget, seeds, suites, and varian
 overrides of the base). Every (variant, seed) trains in ``runs/experiments/NAME/VARIANT/sSEED``
 and is evaluated on the same prompts with the same sampling seeds; results go to
 ``docs/results/NAME/`` as ``results.json``, ``results.md`` and plots. Finished variants are
-skipped when the command is run again, so a long experiment can be stopped and resumed.
+skipped when the command is run again, so a long experiment can be stopped and resumed; each result records
+the settings it was made with, and a variant whose settings have changed since is trained and scored again.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import from_dict, load_config, read_yaml_mapping
+from .config import PATH_FIELDS, from_dict, load_config, read_yaml_mapping, to_dict
 from .errors import LLMDiffError
 from .evaluation.stats import bar_intervals, paired_differences, paired_table, read_per_prompt
+from .integrity import child_folder
 from .utils import atomic_write_text
 
 
@@ -42,7 +44,26 @@ class ExperimentSpec:
 
 
 def load_spec(path: Path | str) -> ExperimentSpec:
-    return from_dict(ExperimentSpec, read_yaml_mapping(Path(path), "experiment file"))
+    """An experiment file, checked: variants and seeds to run, seeded variants among the variants, and a `reuse`
+    experiment that exists (its file beside this one)."""
+    path = Path(path)
+    spec = from_dict(ExperimentSpec, read_yaml_mapping(path, "experiment file"))
+    if not spec.variants:
+        raise LLMDiffError(f"{path}: variants is empty; name at least one (one of no overrides: {{name: {{}}}})")
+    bad = [name for name, v in spec.variants.items() if not isinstance(v, dict)]
+    if bad:
+        raise LLMDiffError(f"{path}: variant {bad[0]} must map dotted keys to values, got {spec.variants[bad[0]]!r}")
+    if not spec.seeds:
+        raise LLMDiffError(f"{path}: seeds is empty; give at least one, e.g. seeds: [0]")
+    unknown = [v for v in spec.seeded_variants if v not in spec.variants]
+    if unknown:
+        raise LLMDiffError(f"{path}: seeded_variants names {', '.join(unknown)}, not among the variants "
+                           f"({', '.join(spec.variants)})")
+    if spec.reuse is not None:
+        other = child_folder(path.parent, spec.reuse, f"{path}: reuse").with_name(f"{spec.reuse}.yaml")
+        if not other.is_file():
+            raise LLMDiffError(f"{path}: reuse names the experiment {spec.reuse!r}, but there is no {other}")
+    return spec
 
 
 MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for every seed, or {seed: folder})
@@ -60,6 +81,81 @@ def variant_config(spec: ExperimentSpec, variant: str, seed: int):
     return load_config(spec.base, overrides)
 
 
+# Settings that name or pace a run without changing its numbers: left out of the settings a result records.
+BOOKKEEPING = ("name", "train.threads", "train.report_to", "train.log_every", "train.checkpoint_every",
+               "train.keep_checkpoints", "train.sample_every")
+
+
+def _flat(config: dict) -> dict:
+    """A config mapping as {dotted.key: value}: one key per field of each section and of each text encoder (their
+    number under text.encoders); a mapping a field holds (model.overrides, data.mix) stays one value."""
+    out = {}
+    for section, fields in config.items():
+        if not isinstance(fields, dict):
+            out[section] = fields
+            continue
+        for key, value in fields.items():
+            if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+                out[f"{section}.{key}"] = len(value)
+                for i, item in enumerate(value):
+                    out.update({f"{section}.{key}.{i}.{k}": v for k, v in item.items()})
+            else:
+                out[f"{section}.{key}"] = value
+    return out
+
+
+def _portable(value):
+    """A path inside the working directory (the checkout an experiment runs from) relative to it, so that the
+    same settings read the same from another copy of the checkout."""
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return Path(value).relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return value
+    return value
+
+
+def config_settings(config: dict) -> dict:
+    """The settings of a run's config (a to_dict mapping) that decide its numbers, as {dotted.key: value}."""
+    paths = {f"{section}.{key}" for section, key in PATH_FIELDS}
+    flat = {k: _portable(v) if k in paths or k.startswith("text.encoders.") and k.endswith(".model") else v
+            for k, v in _flat(config).items() if k not in BOOKKEEPING}
+    return json.loads(json.dumps(flat))  # as a result file holds them (lists, not tuples)
+
+
+def variant_settings(spec: ExperimentSpec, variant: str, seed: int) -> dict:
+    """What decides one (variant, seed)'s numbers: its resolved config (or the model folder it scores as is),
+    the suites and images per prompt; recorded in its result and compared when the experiment runs again."""
+    shipped = _existing_model(spec, variant, seed)
+    config = {"model_folder": _portable(str(Path(shipped).resolve()))} if shipped else \
+        config_settings(to_dict(variant_config(spec, variant, seed)))
+    return {**config, "experiment.suites": list(spec.suites), "experiment.images_per_prompt": spec.images_per_prompt}
+
+
+def changed_settings(recorded: dict, current: dict) -> list[str]:
+    """The settings whose values differ. A key only one side has is left out: it is a setting added to (or
+    removed from) llmdiff since, which keeps its earlier behaviour at its default."""
+    return sorted(k for k in recorded.keys() & current.keys() if recorded[k] != current[k])
+
+
+def _is_current(result: Path, settings: dict) -> bool:
+    """Whether a recorded result was made with these settings; a result recorded before results carried their
+    settings is taken as current (its run is not repeated)."""
+    recorded = json.loads(result.read_text()).get("settings")
+    return recorded is None or not changed_settings(recorded, settings)
+
+
+def check_names(spec: ExperimentSpec, runs: Path, results: Path) -> None:
+    """The experiment's, the reused experiment's and every variant's name each name one folder (they become
+    folders under runs/ and results/)."""
+    for parent in (runs, results):
+        child_folder(parent, spec.name, "experiment name")
+        if spec.reuse is not None:
+            child_folder(parent, spec.reuse, "reuse")
+    for variant in spec.variants:
+        child_folder(runs / spec.name, variant, "variant name")
+
+
 def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs: Path = Path("runs/experiments"),
                    results: Path = Path("docs/results"), progress: bool = True,
                    seeds: list[int] | None = None, jobs: int = 1) -> dict:
@@ -74,7 +170,8 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
         raise LLMDiffError(f"seed(s) {stray} are not in the experiment's seeds {list(spec.seeds)}")
     if jobs < 1:
         raise LLMDiffError(f"jobs must be at least 1, got {jobs}")
-    out = results / spec.name
+    check_names(spec, runs, results)
+    out = child_folder(results, spec.name, "experiment name")
     out.mkdir(parents=True, exist_ok=True)
     pending = []
     for variant in names:
@@ -82,9 +179,10 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
         for seed in (s for s in variant_seeds if seeds is None or s in seeds):
             done = out / "variants" / f"{variant}-s{seed}.json"
             shared = results / spec.reuse / "variants" / done.name if spec.reuse else None
-            if done.is_file():
+            settings = variant_settings(spec, variant, seed)
+            if done.is_file() and _is_current(done, settings):
                 continue
-            if shared is not None and shared.is_file():  # the other experiment already ran it
+            if shared is not None and shared.is_file() and _is_current(shared, settings):  # the other experiment ran it
                 atomic_write_text(done, shared.read_text())
                 continue
             pending.append((variant, seed))
@@ -142,22 +240,24 @@ def _exit_with_parent(parent: int, every: float = 1.0) -> None:
 def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Path, progress: bool) -> None:
     """Train (or resume, or reuse) one variant with one seed, evaluate it, and record variants/VARIANT-sSEED.json."""
     from .evaluation.model_eval import evaluate_model
+    from .training.checkpoint import list_checkpoints
     from .training.trainer import train
 
     done = out / "variants" / f"{variant}-s{seed}.json"
-    run_dir = runs / (spec.reuse or spec.name) / variant / f"s{seed}"
     cfg = variant_config(spec, variant, seed)
+    run_dir = _run_folder(runs / (spec.reuse or spec.name) / variant, seed, cfg)
     t0 = time.perf_counter()
     shipped = _existing_model(spec, variant, seed)
     if shipped:
         model = Path(shipped)
     elif (run_dir / "model" / "model_index.json").is_file():
         model = run_dir / "model"
-    else:
-        model = train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=progress)
+    else:  # a run killed before its first checkpoint starts again
+        model = train(cfg, run_dir, resume=bool(list_checkpoints(run_dir / "checkpoints")), progress=progress)
     minutes = (time.perf_counter() - t0) / 60
+    # the run's own eval folder: images of another model (a variant's _model changed) are replaced
     summaries = evaluate_model(model, run_dir / "eval", spec.suites, spec.images_per_prompt, seed=0,
-                               progress=progress)
+                               progress=progress, overwrite=True)
     steps = cfg.train.steps
     if (model / "training.json").is_file():  # the model records how long it trained (over resumes too)
         info = json.loads((model / "training.json").read_text())
@@ -165,7 +265,22 @@ def _run_one(spec: ExperimentSpec, variant: str, seed: int, runs: Path, out: Pat
     atomic_write_text(done, json.dumps({"variant": variant, "seed": seed, "steps": steps,
                                         "train_minutes": None if shipped else round(minutes, 1),
                                         "summaries": summaries,
-                                        "per_prompt": read_per_prompt(run_dir / "eval", spec.suites)}) + "\n")
+                                        "per_prompt": read_per_prompt(run_dir / "eval", spec.suites),
+                                        "settings": variant_settings(spec, variant, seed)}) + "\n")
+
+
+def _run_folder(variant_runs: Path, seed: int, cfg) -> Path:
+    """The run folder of one (variant, seed): sSEED, unless that holds a run of other settings (the variant
+    before a change), which is kept; then sSEED-HASH, named by a hash of these settings."""
+    import hashlib
+
+    run_dir = variant_runs / f"s{seed}"
+    saved = run_dir / "config.yaml"
+    settings = config_settings(to_dict(cfg))
+    if not saved.is_file() or not changed_settings(config_settings(read_yaml_mapping(saved, "run config")), settings):
+        return run_dir
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return variant_runs / f"s{seed}-{digest}"
 
 
 def _collect(out: Path) -> dict[str, list[dict]]:
@@ -221,6 +336,7 @@ def write_report(spec: ExperimentSpec, out: Path) -> dict:
         trained = [r["train_minutes"] for r in runs if r["train_minutes"] is not None]  # None: an existing model
         table[variant]["_train_minutes"] = _stat(trained) if trained else None
         table[variant]["_steps"] = _stat([r.get("steps", spec.steps) for r in runs])
+        table[variant]["_unrecorded_settings"] = sum("settings" not in r for r in runs)
     report = {"experiment": spec.name, "description": spec.description, "steps": spec.steps, "seeds": list(spec.seeds),
               "suites": list(spec.suites), "images_per_prompt": spec.images_per_prompt, "variants": table,
               "overrides": spec.variants}
@@ -281,6 +397,11 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
         lines += [f"| {variant} | " + " | ".join(_fmt(v.get(b)) for b in bins) + " |" for variant, v in table.items()]
     if spec.notes:
         lines += ["", "Variants:", ""] + [f"- **{k}**: {v}" for k, v in spec.notes.items()]
+    unrecorded = {variant: v["_unrecorded_settings"] for variant, v in table.items() if v.get("_unrecorded_settings")}
+    if unrecorded:
+        lines += ["", "Results recorded before each result carried its settings, taken as made with this file's "
+                  "settings (they predate the check that reruns a changed variant): "
+                  + ", ".join(f"{variant} ({n} run{'s' if n > 1 else ''})" for variant, n in unrecorded.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

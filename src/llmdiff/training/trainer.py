@@ -10,7 +10,8 @@ and leaves a run folder:
 
 Nothing is written into RUN until the config, the data and the model have been checked, and
 RUN/config.yaml is only ever replaced when it is the run's own (a YAML config of your own in
-that folder is refused, never overwritten).
+that folder is refused, never overwritten); so are a log.jsonl or loss.png in a folder no run has
+claimed. ``--resume`` continues from the last checkpoint and is an error when there is none.
 
 With ``train.report_to`` (tensorboard or wandb, through accelerate's trackers) the loss, learning rate,
 gradient norm, training throughput and the sample grids are also logged there as the run goes.
@@ -31,7 +32,7 @@ import torch
 from ..config import ExperimentConfig, load_config, to_dict, yaml_text
 from ..diffusion import to_uint8, training_loss
 from ..errors import LLMDiffError
-from ..integrity import folder_lock, remove_temp_folders
+from ..integrity import check_replaceable, folder_lock, remove_temp_folders
 from ..utils import atomic_write_text
 from .checkpoint import (export_checkpoint, last_good_checkpoint, list_checkpoints, load_checkpoint, load_optimizer,
                          save_checkpoint)
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # The first line of a run's own config.yaml: what tells it apart from a config file of the user's.
 RUN_CONFIG_HEADER = "# llmdiff run config: written by `llmdiff train`, compared on --resume; edit a copy, not this file\n"
+RUN_FILES = ("log.jsonl", "loss.png")  # written over as a run goes: only in a folder a run has claimed
 
 SAMPLE_PROMPTS = [
     "a red circle", "a blue square to the left of a yellow triangle", "three green crosses",
@@ -212,7 +214,7 @@ class Trainer:
                                      betas=(0.9, cfg.train.adam_beta2))
         self.step, self.history = 0, []
         self.seconds_before = 0.0  # wall seconds spent training in the earlier processes of a resumed run
-        self._open_folder()
+        self._open_folder(resume)
         if resume:
             self._resume(model)
         self.model, self.opt = self.acc.prepare(model, self.opt)
@@ -224,25 +226,36 @@ class Trainer:
         cfg_path = self.run_dir / "config.yaml"
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise LLMDiffError(f"run folder {self.run_dir} is a file; pass another --run-dir")
+        checkpoints = list_checkpoints(self.run_dir / "checkpoints")
+        if resume and not checkpoints:
+            raise LLMDiffError(f"nothing to resume in {self.run_dir}: it holds no checkpoint; start the run "
+                               "without --resume")
         if cfg_path.is_file() and not _is_run_config(cfg_path):
             raise LLMDiffError(f"{cfg_path} is not a run's config (a file of yours?); it is never overwritten: "
                                "use another --run-dir")
+        if not cfg_path.is_file() and not checkpoints:  # no run wrote here: a log or plot there is someone's
+            for name in RUN_FILES:
+                check_replaceable(self.run_dir / name, "--run-dir", remedy="use another --run-dir")
         if cfg_path.is_file() and resume:
             saved = load_config(cfg_path)
             if not _same_run(saved, self.cfg):
                 raise LLMDiffError(f"{self.run_dir} was started with another config; resume it with "
                                    f"`llmdiff train {cfg_path} --resume` (a larger train.steps extends it) "
                                    "or use another --run-dir")
-        elif list_checkpoints(self.run_dir / "checkpoints") and not resume:
+        elif checkpoints and not resume:
             raise LLMDiffError(f"{self.run_dir} already holds checkpoints; pass --resume to continue or "
                                "choose another --run-dir")
 
-    def _open_folder(self) -> None:
-        """Create the run folder, remove what a killed checkpoint write left behind, record the config."""
+    def _open_folder(self, resume: bool) -> None:
+        """Create the run folder, remove what a killed checkpoint write left behind, record the config; a run
+        that starts anew (its folder killed before a first checkpoint) starts its log and loss plot anew."""
         if self.acc.is_main_process:
             with self._writing():
                 for stale in remove_temp_folders(self.run_dir / "checkpoints"):
                     log.warning("removed %s (an interrupted checkpoint write)", stale)
+                if not resume:
+                    for name in RUN_FILES:
+                        (self.run_dir / name).unlink(missing_ok=True)
                 atomic_write_text(self.run_dir / "config.yaml", RUN_CONFIG_HEADER + yaml_text(self.cfg))
         self.acc.wait_for_everyone()
 
@@ -253,12 +266,7 @@ class Trainer:
         return folder_lock(self.run_dir, "the run folder")
 
     def _resume(self, model) -> None:
-        ckpts = list_checkpoints(self.run_dir / "checkpoints")
-        if not ckpts:  # killed before its first checkpoint: start again, without the rows it logged
-            if self.acc.is_main_process:
-                atomic_write_text(self.run_dir / "log.jsonl", "")
-            return
-        ckpt = load_checkpoint(ckpts[-1])
+        ckpt = load_checkpoint(list_checkpoints(self.run_dir / "checkpoints")[-1])  # _check_folder: there is one
         model.load_state_dict(ckpt["model"])
         if ckpt["ema"] is not None:
             self.ema = {n: ckpt["ema"][n] for n in self.ema}
