@@ -161,7 +161,7 @@ def run_generate(args, default_model: Path) -> None:
     generate_missing(pipe, [prompts[flat[k][0]] for k in todo], [[flat[k][1]] for k in todo], save, args.batch_size,
                      progress=False, negative_prompt=settings["negative_prompt"] or None,
                      num_inference_steps=steps, guidance_scale=guidance_scale)
-    kept = f" ({len(flat) - len(todo)} of them already there)" if len(todo) < len(flat) else ""
+    kept = f", {len(flat) - len(todo)} already there with these settings" if len(todo) < len(flat) else ""
     if grid is not None:
         import numpy as np
         from PIL import Image
@@ -173,9 +173,11 @@ def run_generate(args, default_model: Path) -> None:
             with Image.open(path) as im:
                 images.append(np.asarray(im.convert("RGB")))
         image_grid(images, [prompts[i] for i, _ in flat], grid)
-        print(f"wrote {len(flat)} images{kept} to {paths[0].parent} ({paths[0].name}, ...) and the grid {grid}")
+        print(f"wrote {len(todo)} images{kept} to {paths[0].parent} ({paths[0].name}, ...) and the grid {grid}")
+    elif todo:
+        print(f"wrote {paths[0]}")
     else:
-        print(f"wrote {paths[0]}{kept}")
+        print(f"{paths[0]} already holds this image (the same settings and weights): nothing drawn")
 
 
 def _is_generated_png(path: Path) -> bool:
