@@ -86,8 +86,9 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": args.src}
     tmp = Path(tempfile.mkdtemp(prefix="llmdiff-bench-"))
     load_before = os.getloadavg()[0]
+    # a new file each run: generate skips an image already written with the same settings
     cli = [run([sys.executable, "-m", "llmdiff.cli", "generate", PROMPT, "--model", args.model, "--out",
-                str(tmp / "x.png")], env) for _ in range(args.runs)]
+                str(tmp / f"x{i}.png")], env) for i in range(args.runs)]
     wall, cpu = min(r[0] for r in cli), min(r[1] for r in cli)
     result = {"command_seconds": wall, "command_cpu_seconds": cpu, "model": args.model, "src": args.src,
               "cores": os.cpu_count()}
