@@ -36,6 +36,25 @@ def test_attention_never_gives_nan_for_fully_masked_rows():
     torch.testing.assert_close(out[:1], ref)
 
 
+def test_attention_under_cpu_bf16_autocast_matches_fp32_and_keeps_the_input_dtype():
+    """bf16 training on a CPU runs attention in fp32 (a speed choice): the result must be the fp32 attention of
+    the bf16 inputs, masks applied, in the inputs' dtype, with gradients reaching them."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 8, generator=g) for _ in range(3))
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(qb, kb, vb, mask)
+    scores = (qb.float() @ kb.float().transpose(-1, -2)) / math.sqrt(8)
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    reference = scores.softmax(-1) @ vb.float()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, atol=1e-2, rtol=1e-2)  # bf16 keeps 8 mantissa bits
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (qb, kb, vb))
+    assert kb.grad[1, :, 2:].abs().max() == 0  # masked keys get no gradient
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_refiner_is_identity_at_init_and_nan_free(causal):
     ref = TokenRefiner(24, 4, depth=2, causal=causal)

@@ -6,13 +6,11 @@ them into what ``F.scaled_dot_product_attention`` takes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .errors import LLMDiffError
 
@@ -32,17 +30,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
             lq, lk = q.shape[-2], k.shape[-2]
             mask = mask & torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
         causal = False
-    with _sdpa_backend(q):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    if q.device.type == "cpu" and (q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")):
+        return _fp32_attention(q, k, v, mask, causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
-def _sdpa_backend(q: torch.Tensor):
-    """On CPU in bf16, PyTorch's fused flash-attention kernel trains about 3x slower than in fp32 (its backward
-    is not vectorised for bf16), while the unfused path runs as bf16 matmuls: use that one there
-    (docs/benchmarks/mixed_precision.md). Everywhere else PyTorch picks."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()
+def _fp32_attention(q, k, v, mask, causal):
+    """Attention in fp32 with PyTorch's fused kernel, for bf16 training on a CPU: there the fused kernel's bf16
+    backward is not vectorised (about 3x slower than fp32) and the unfused bf16 path spends its time in
+    softmax and copies, while the fp32 kernel runs at the shapes here 1.3-2.7x faster than either
+    (docs/benchmarks/mixed_precision.md). The output keeps the inputs' dtype."""
+    with torch.autocast("cpu", enabled=False):
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal)
+    return out.to(q.dtype)
 
 
 class MultiHeadAttention(nn.Module):
