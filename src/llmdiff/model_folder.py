@@ -125,6 +125,11 @@ def load_base_unet(path: Path | str):
                        "with model.kind=unet")
 
 
+# The prompt encoders as pipeline components, with diffusers' names: the LLM of the denoiser's first encoder and
+# its tokenizer, then the second's (a collaborative model). Export leaves them empty: they are referenced.
+TEXT_ENCODER_COMPONENTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+
+
 def export_model(denoiser, out: Path | str, sample_config: dict | None = None, vae=None,
                  training: dict | None = None) -> Path:
     """Write a model folder (the one export path: training, `llmdiff export` and `llmdiff convert` use it).
@@ -148,7 +153,8 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _save_components(tmp, {"denoiser": denoiser, "scheduler": scheduler, "vae": vae}, sample_config)
+        _save_components(tmp, {"denoiser": denoiser, "scheduler": scheduler, "vae": vae,
+                               **dict.fromkeys(TEXT_ENCODER_COMPONENTS)}, sample_config)
         if training:
             atomic_write_text(tmp / "training.json", json.dumps(training, indent=2) + "\n")
         record_model_hashes(tmp)
@@ -163,7 +169,8 @@ def export_model(denoiser, out: Path | str, sample_config: dict | None = None, v
 def _save_components(folder: Path, components: dict, sample_config: dict) -> None:
     """Each component in its subfolder and model_index.json, as diffusers' ``DiffusionPipeline.save_pretrained``
     writes them for ``LLMDiffPipeline``: a component is [library, class], the library "diffusers" for diffusers'
-    classes and the defining module for ours (diffusers imports it on loading); vae is [null, null] when absent."""
+    classes and the defining module for ours (diffusers imports it on loading); vae is [null, null] when absent, and
+    so are the text encoders (the denoiser's config names the LLMs it reads, loaded by that reference)."""
     import diffusers
 
     index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": diffusers.__version__, "sample_config": sample_config}

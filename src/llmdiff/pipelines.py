@@ -125,9 +125,11 @@ class TextToImage:
     def dtype(self) -> torch.dtype:
         return next(self.denoiser.parameters()).dtype
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+           silence_dtype_warnings: bool = False):
         """Move every component: the denoiser, the autoencoder and a loaded adapter now, the prompt encoders (frozen,
-        kept in the dtype they were trained in) by loading them on the new device at the next prompt."""
+        kept in the dtype they were trained in) by loading them on the new device at the next prompt.
+        ``silence_dtype_warnings`` is diffusers' argument (its offloading passes it); nothing here warns."""
         moved = device is not None and torch.device(device) != self.device
         dtype = None if dtype == self.dtype else dtype
         # only the arguments given: diffusers' ModelMixin.to warns about float32 modules whenever `dtype` is passed
@@ -181,14 +183,38 @@ class TextToImage:
         self.encoders = list(encoders)
 
     def load_encoders(self):
+        """The prompt encoders, loaded on first use: from the pipeline's ``text_encoder``/``tokenizer`` components
+        where it has them (``text_encoder_2``... for a second LLM), else what the denoiser's config names."""
         from .encoders import EncoderConfig, load_encoder
 
         have = self.encoders or []
         want = self.encoder_configs
         if len(have) != len(want):
-            self.set_encoders(have[:len(want)] + [load_encoder(EncoderConfig(**cfg), self.device)
-                                                  for cfg in want[len(have):]])
+            new = []
+            for k in range(len(have), len(want)):
+                model, tokenizer = self._encoder_components(k)
+                encoder = load_encoder(EncoderConfig(**want[k]), self.device, model, tokenizer)
+                self._check_width(k, encoder)
+                if model is None:
+                    self._register_encoder(k, encoder)
+                new.append(encoder)
+            self.set_encoders(have + new)
         return self.encoders
+
+    def _encoder_components(self, k: int):
+        """(model, tokenizer) given for prompt encoder k, or (None, None): this class has no such components."""
+        return None, None
+
+    def _register_encoder(self, k: int, encoder) -> None:
+        """Record an encoder loaded from the denoiser's config (``LLMDiffPipeline`` makes it a component)."""
+
+    def _check_width(self, k: int, encoder) -> None:
+        """A given LLM must be as wide as the one the denoiser was trained on (its features' last dimension)."""
+        dims = getattr(self.denoiser.config, "text_dims", None)
+        if dims is not None and k < min(len(dims), len(self.denoiser.config.encoders)) and \
+                int(dims[k]) != encoder.hidden_size:
+            raise LLMDiffError(f"prompt encoder {k} gives {encoder.hidden_size}-wide features; this denoiser was trained "
+                               f"on {dims[k]}-wide ones from {self.encoder_configs[k]['model']!r}: pass that model")
 
     def encode_prompt(self, prompt: str | list[str] | None = None, negative_prompt: str | list[str] | None = None,
                       do_classifier_free_guidance: bool = True, num_images_per_prompt: int = 1,

@@ -27,6 +27,7 @@ class EncoderConfig:
     """How prompts become features. Every field is part of the feature-cache key."""
 
     model: str = "smollm2-135m"  # a packaged short name, a local folder, a .gguf file or a hub id
+    revision: str | None = None  # a hub id's branch, tag or commit (pins the weights; None: the cached or main)
     layers: str | int | tuple[int, ...] = -3  # "last", an index into hidden states (0 = embeddings), a list, "all"
     mode: str = "hidden"  # "hidden": hidden states; "blockwise": LLMDiff per-block context differences
     normalize: bool = False  # RMS-normalise each returned layer (for a learnable layer mix)
@@ -54,6 +55,8 @@ class EncoderConfig:
             raise LLMDiffError(f"max_length must be in [1, 8192], got {self.max_length}")
         if not 0 <= self.block_groups <= 1024:
             raise LLMDiffError(f"block_groups must be in [0, 1024], got {self.block_groups}")
+        if self.revision is not None and not (isinstance(self.revision, str) and self.revision.strip()):
+            raise LLMDiffError(f"revision must be a branch, tag or commit of a hub model, got {self.revision!r}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise LLMDiffError(f"encoder dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
 
@@ -220,8 +223,9 @@ class PromptEncoder(ABC):
         key = {"model_id": self.model_id, **self.config.to_dict(), "encoder": type(self).__name__}
         if self.config.keep_instruction:  # caches built before the prompt mask was stored lack it: never reuse them
             key["stores_prompt_mask"] = True
-        if not self.config.echo:  # caches built before the option existed stay valid
-            del key["echo"]
+        for option in ("echo", "revision"):  # caches built before these options existed stay valid
+            if not key[option]:
+                del key[option]
         return key
 
 

@@ -27,7 +27,7 @@ class BidirectionalPromptEncoder(PromptEncoder):
         if model is None:
             from .models import load_pretrained
 
-            model, tokenizer, model_id = load_pretrained(config.model, config.dtype)
+            model, tokenizer, model_id = load_pretrained(config.model, config.dtype, revision=config.revision)
         self.model = model.eval().requires_grad_(False).to(device)
         self.tokenizer = tokenizer
         self.device = torch.device(device)

@@ -115,7 +115,7 @@ class DecoderPromptEncoder(PromptEncoder):
             from .models import load_pretrained
 
             depth = lambda n: self._depth(parse_layers(config.layers, n), n)  # noqa: E731
-            model, tokenizer, model_id = load_pretrained(config.model, config.dtype, depth=depth)
+            model, tokenizer, model_id = load_pretrained(config.model, config.dtype, depth=depth, revision=config.revision)
         self.core = getattr(model, "model", model) if not hasattr(model, "layers") else model
         if not hasattr(self.core, "layers"):
             raise LLMDiffError(f"{config.model!r} is not a decoder-only LM with a `layers` stack")

@@ -58,7 +58,7 @@ class ResolvedModel:
 def known_models_help() -> str:
     names = ", ".join(PACKAGED)
     return (f"known names: {names}; or pass a local model folder, a .gguf file, "
-            "or a Hugging Face hub id such as HuggingFaceTB/SmolLM2-360M (needs internet)")
+            "or a Hugging Face hub id such as HuggingFaceTB/SmolLM2-360M (from the local cache, else downloaded)")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -111,10 +111,14 @@ def _folder_fingerprint(path: Path) -> str:
     return "folder-" + h.hexdigest()[:16]
 
 
-def resolve_model(name: str) -> ResolvedModel:
-    """A short name, a local folder, a .gguf file or a hub id, as something from_pretrained can load."""
+def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
+    """A short name, a local folder, a .gguf file or a hub id (at `revision`, a branch, tag or commit), as a
+    local folder or file that from_pretrained can load."""
     if not isinstance(name, str) or not name:
         raise LLMDiffError(f"model must be a non-empty string; {known_models_help()}")
+    if revision is not None and not _is_hub_id(name):
+        raise LLMDiffError(f"revision {revision!r} is for a Hugging Face hub id; {name!r} is not one (a local folder "
+                           "or file is used as it is)")
     if name in PACKAGED:
         path = _packaged_file(name)
         if path.suffix == ".gguf":
@@ -130,9 +134,38 @@ def resolve_model(name: str) -> ResolvedModel:
             raise LLMDiffError(f"{p} is not a model folder (no config.json); {known_models_help()}")
         refuse_custom_code(p)
         return ResolvedModel(str(p), _folder_fingerprint(p), name)
-    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        return ResolvedModel(name, "hub-" + _hub_revision(name), name)
+    if _is_hub_id(name):
+        snapshot = _hub_snapshot(name, revision)
+        refuse_custom_code(snapshot)
+        return ResolvedModel(str(snapshot), f"hub-{name}@{snapshot.name}", name)
     raise LLMDiffError(f"unknown model {name!r}; {known_models_help()}")
+
+
+def _is_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).expanduser().exists()
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    """The local snapshot folder of a hub model (its name is the commit): from the Hugging Face cache when it is
+    there, which works offline (HF_HUB_OFFLINE=1), else downloaded into that cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except Exception as cached_error:  # not in the cache (or not at this revision)
+        if HF_HUB_OFFLINE:
+            at = f" at revision {revision}" if revision else ""
+            raise LLMDiffError(f"{repo_id!r}{at} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; fetch it "
+                               f"once online (`hf download {repo_id}`) or pass a local folder or .gguf file "
+                               f"({type(cached_error).__name__})") from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision,
+                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]))
+    except Exception as e:  # offline, unknown repo, gated
+        raise LLMDiffError(f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:160] if str(e) else ''}); offline, use a model in the local "
+                           f"cache, a local folder or a .gguf file; {known_models_help()}") from None
 
 
 TRUST_REMOTE_CODE_ENV = "LLMDIFF_TRUST_REMOTE_CODE"
@@ -163,16 +196,6 @@ def refuse_custom_code(folder: Path) -> None:
             raise LLMDiffError(f"{path} asks to run custom code ({', '.join(map(str, data['auto_map']))}); "
                                "llmdiff only loads models that transformers implements itself (to run that code, "
                                f"which you should read first, set {TRUST_REMOTE_CODE_ENV}=1)")
-
-
-def _hub_revision(repo_id: str) -> str:
-    try:
-        from huggingface_hub import model_info
-
-        return f"{repo_id}@{model_info(repo_id).sha}"
-    except Exception as e:  # offline, unknown repo, gated: loading will fail with the same cause
-        raise LLMDiffError(f"cannot reach the Hugging Face hub for {repo_id!r} ({type(e).__name__}); "
-                           f"offline, use a local folder or .gguf file; {known_models_help()}") from None
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -228,17 +251,20 @@ def _dequantise_into(gguf: Path, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-def load_pretrained(name: str, dtype: str = "float32", depth=None):
+def load_pretrained(name: str, dtype: str = "float32", depth=None, revision: str | None = None, **load_kwargs):
     """The model and tokenizer that `name` resolves to, and the id of its weights (for cache keys).
 
     `depth(n_blocks)` gives how many decoder blocks the caller will run; only those are loaded (the deeper ones
     would never run), and `config.full_num_hidden_layers` keeps the full depth that layer indices count from.
+    `load_kwargs` go to transformers' from_pretrained as they are (``device_map``, ``quantization_config``, ...).
+    GGUF weights arrive dequantised: transformers expands every GGUF tensor at load, so a Q4 file takes the memory
+    of `dtype` ("bfloat16" halves fp32's).
     """
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    resolved = resolve_model(name)
+    resolved = resolve_model(name, revision)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code())
     kept = {}
     if depth is not None:
@@ -249,7 +275,7 @@ def load_pretrained(name: str, dtype: str = "float32", depth=None):
     hf_logging.set_verbosity_error()  # its load report would list every block left out as "unexpected"
     try:
         model = AutoModel.from_pretrained(resolved.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code(),
-                                          **kept)
+                                          **kept, **load_kwargs)
     finally:
         hf_logging.set_verbosity(level)
     if kept:
@@ -257,12 +283,16 @@ def load_pretrained(name: str, dtype: str = "float32", depth=None):
     return model, tokenizer, resolved.model_id
 
 
-def is_causal_lm(path: str) -> bool:
+def is_causal_lm(path_or_config) -> bool:
+    """Whether a model folder (or a loaded model's config) is a decoder-only LM."""
     from transformers import AutoConfig
 
-    try:
-        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code())
-    except (ValueError, KeyError) as e:  # an unknown model_type, or a config transformers cannot read
-        raise LLMDiffError(f"{path} is not a model transformers can load ({str(e).splitlines()[0][:160]})") from None
+    cfg = path_or_config
+    if isinstance(cfg, (str, Path)):
+        try:
+            cfg = AutoConfig.from_pretrained(cfg, trust_remote_code=trust_remote_code())
+        except (ValueError, KeyError) as e:  # an unknown model_type, or a config transformers cannot read
+            raise LLMDiffError(f"{path_or_config} is not a model transformers can load "
+                               f"({str(e).splitlines()[0][:160]})") from None
     return any(a.endswith("ForCausalLM") for a in (cfg.architectures or [])) or cfg.model_type in (
         "llama", "gemma3_text", "gemma3", "qwen2", "qwen3", "mistral", "phi3", "gpt2")
