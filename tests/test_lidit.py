@@ -80,6 +80,40 @@ def test_refiner_is_bidirectional_unless_causal():
         assert first_token_changed == (not causal)
 
 
+def test_rotary_positions_make_attention_scores_depend_on_distance_only():
+    from llmdiff.layers import rotary
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8, generator=g), torch.randn(1, 1, 1, 8, generator=g)
+
+    def score(i, j):
+        return (rotary(q, torch.tensor([[i]])) * rotary(k, torch.tensor([[j]]))).sum()
+
+    torch.testing.assert_close(score(3, 1), score(7, 5))  # distance 2 both times
+    assert not torch.allclose(score(3, 1), score(1, 3))  # the direction matters
+    torch.testing.assert_close(rotary(q, torch.tensor([[0]])), q)  # position 0 is not turned
+
+
+def test_refiner_sees_word_order_only_with_rotary_positions():
+    """Without positions a bidirectional refiner is permutation-equivariant: reversing the tokens reverses its
+    output. With rope it is not; both start as the identity (zero gates), and without gates they do not."""
+    torch.manual_seed(0)
+    x, mask, t = torch.randn(2, 6, 24), torch.ones(2, 6, dtype=torch.bool), torch.tensor([100.0, 900.0])
+    outputs = {}
+    for rope in (False, True):
+        torch.manual_seed(1)
+        ref = TokenRefiner(24, 4, depth=2, rope=rope)
+        torch.testing.assert_close(ref(x, mask, t), x)  # identity at init
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        outputs[rope] = (ref(x, mask, t), ref(x.flip(1), mask, t).flip(1))
+    torch.testing.assert_close(*outputs[False])
+    assert (outputs[True][0] - outputs[True][1]).abs().max() > 1e-3
+    ungated = TokenRefiner(24, 4, depth=1, gates=False)
+    assert len(ungated.blocks[0].ada[1].bias) == 4 * 24 and not torch.allclose(ungated(x, mask, t), x)
+
+
 def test_refiner_ignores_padding():
     torch.manual_seed(0)
     ref = TokenRefiner(24, 4, depth=2)

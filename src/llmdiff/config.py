@@ -118,6 +118,8 @@ class TextConfig:
     connector: str = "single"  # "single" layer, learnable "layer_mix", or LLMDiff "blockwise"
     refiner_depth: int = 2  # linguistic token refiner blocks per LLM (0 = none)
     refiner_causal: bool = False  # ablation only: keep the causal mask in the refiner
+    refiner_gates: bool = True  # adaLN gates on the refiner's residual branches (false: the ablation without)
+    refiner_rope: bool = False  # rotary positions in the refiner's self-attention: word order it can see
     collaborative: bool = True  # with several LLMs: collaborative refiner (False: plain concatenation)
     standardize: bool = True  # LI-DiT: per-channel standardisation of LLM features (statistics from the cache)
     cache_dtype: str = "float16"
@@ -265,6 +267,10 @@ def unused_settings(cfg: ExperimentConfig) -> list[str]:
             out.append(f"text.refiner_depth={text.refiner_depth} (the refiner is LI-DiT's; set text.refiner_depth: 0)")
         if text.refiner_causal:
             out.append("text.refiner_causal=true (set it false)")
+        if not text.refiner_gates:
+            out.append("text.refiner_gates=false (set it true)")
+        if text.refiner_rope:
+            out.append("text.refiner_rope=true (set it false)")
         if text.standardize:
             out.append("text.standardize=true (LI-DiT's feature standardisation; set text.standardize: false)")
         if len(text.encoders) > 1:

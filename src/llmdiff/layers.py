@@ -45,6 +45,19 @@ def _fp32_attention(q, k, v, mask, causal):
     return out.to(q.dtype)
 
 
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (RoFormer, Su et al. 2021, eq. 34) of x (B, H, L, d) at integer `positions` (B, L):
+    each pair of channels (i, i + d/2) turned by the angle position * base^(-2i/d), so that a query-key product
+    depends on the two tokens' distance. (Lumina-Image-2.0's context refiner gives its text tokens the same.)"""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (d/2,)
+    angle = positions[:, None, :, None].float() * freqs  # (B, 1, L, d/2)
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x[..., :half].float(), x[..., half:2 * half].float()
+    turned = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).to(x.dtype)
+    return torch.cat([turned, x[..., 2 * half:]], -1) if x.shape[-1] % 2 else turned
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with optional QK-RMSNorm; context defaults to the input."""
 
@@ -60,23 +73,26 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
 
-    def forward(self, x, context=None, key_mask=None, causal: bool = False):
+    def forward(self, x, context=None, key_mask=None, causal: bool = False, positions: torch.Tensor | None = None):
+        """``positions`` (B, L) of self-attention's tokens: rotary position embedding of queries and keys."""
         context = x if context is None else context
         # QK-RMSNorm before the heads are moved to dim 1, while the tensors are still contiguous (~2x cheaper)
         q, kv = self._self_qkv(x) if context is x else (self.q(x), self.kv(context))
-        return self._attend(q, kv, key_mask, causal)
+        return self._attend(q, kv, key_mask, causal, positions)
 
     def _self_qkv(self, x):
         """q (B, N, D) and kv (B, N, 2D) of self-attention in one matmul (the weights stay two modules)."""
         qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
         return qkv.split([x.shape[-1], 2 * x.shape[-1]], -1)
 
-    def _attend(self, q, kv, key_mask=None, causal: bool = False):
+    def _attend(self, q, kv, key_mask=None, causal: bool = False, positions: torch.Tensor | None = None):
         """q (B, N, D) and kv (B, M, 2D) projections -> attention output (B, N, D)."""
         b, n, d = q.shape
         q = self.q_norm(q.view(b, n, self.heads, -1)).transpose(1, 2)  # (B, H, N, d_h)
         kv = kv.view(b, kv.shape[1], 2, self.heads, -1)  # (B, M, 2, H, d_h)
         k, v = self.k_norm(kv[:, :, 0]).transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, H, M, d_h)
+        if positions is not None:
+            q, k = rotary(q, positions), rotary(k, positions)
         out = attention(q, k, v, key_mask, causal)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 

@@ -23,34 +23,46 @@ def _ada(dim: int, n: int) -> nn.Sequential:
 
 
 class RefinerBlock(nn.Module):
-    """Self-attention without the causal mask (unless ``causal``, for the ablation) + FFN."""
+    """Self-attention without the causal mask (unless ``causal``, for the ablation) + FFN.
 
-    def __init__(self, dim: int, heads: int, causal: bool = False):
+    ``gates``: adaLN gates on both residual branches, zero at init (the block starts as the identity); without
+    them (an ablation) the branches are added as they are. ``rope``: rotary positions of the tokens in attention,
+    so that the refiner sees word order itself (cross-attention after it is blind to order)."""
+
+    def __init__(self, dim: int, heads: int, causal: bool = False, gates: bool = True, rope: bool = False):
         super().__init__()
-        self.causal = causal
+        self.causal, self.gates, self.rope = causal, gates, rope
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = MultiHeadAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ffn = FeedForward(dim)
-        self.ada = _ada(dim, 6)
+        self.ada = _ada(dim, 6 if gates else 4)
 
     def forward(self, x, mask, cond):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, -1)  # (B, D) each
+        mods = self.ada(cond).chunk(6 if self.gates else 4, -1)  # (B, D) each
+        if self.gates:
+            shift1, scale1, gate1, shift2, scale2, gate2 = mods
+            gate1, gate2 = gate1[:, None], gate2[:, None]
+        else:
+            (shift1, scale1, shift2, scale2), gate1, gate2 = mods, 1.0, 1.0
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0) if self.rope else None  # (B, L): index among real tokens
         # 1. Self attention (bidirectional)
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), key_mask=mask, causal=self.causal)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), key_mask=mask, causal=self.causal,
+                                  positions=positions)
         # 2. Feed-forward
-        x = x + gate2[:, None] * self.ffn(modulate(self.norm2(x), shift2, scale2))
+        x = x + gate2 * self.ffn(modulate(self.norm2(x), shift2, scale2))
         return x * mask[..., None]
 
 
 class TokenRefiner(nn.Module):
     """N refiner blocks for one LLM's tokens: removes the causal LM's positional bias."""
 
-    def __init__(self, dim: int, heads: int, depth: int, causal: bool = False):
+    def __init__(self, dim: int, heads: int, depth: int, causal: bool = False, gates: bool = True,
+                 rope: bool = False):
         super().__init__()
         self.t_embed = TimestepEmbedder(dim)
         self.pool = nn.Linear(dim, dim)
-        self.blocks = nn.ModuleList(RefinerBlock(dim, heads, causal) for _ in range(depth))
+        self.blocks = nn.ModuleList(RefinerBlock(dim, heads, causal, gates, rope) for _ in range(depth))
 
     def forward(self, x, mask, t):
         cond = self.t_embed(t) + self.pool(masked_mean(x, mask))  # (B, D)
