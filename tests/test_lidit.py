@@ -178,6 +178,9 @@ def test_layer_mix_and_blockwise_connectors():
     assert not torch.allclose(bw(feats), a)  # Langevin noise sqrt(2h) eps in training
     (bw(feats).sum()).backward()
     assert bw.g.grad is not None and bw.rho.grad is not None
+    quiet = BlockwiseLLMDiff(24, 32, n_blocks=4, noise=False)
+    quiet.load_state_dict(bw.state_dict())
+    torch.testing.assert_close(quiet.train()(feats), a)  # without the noise term training sees the eval encoding
 
 
 # the pixel-space levers: hourglass (outer blocks around merged tokens), Mix-FFN, U-ViT long skips, joint attention

@@ -116,6 +116,7 @@ class TextConfig:
 
     encoders: tuple[EncoderConfig, ...] = (EncoderConfig(),)
     connector: str = "single"  # "single" layer, learnable "layer_mix", or LLMDiff "blockwise"
+    blockwise_noise: bool = True  # connector blockwise: LLMDiff's training noise term (false: the ablation without)
     refiner_depth: int = 2  # linguistic token refiner blocks per LLM (0 = none)
     refiner_causal: bool = False  # ablation only: keep the causal mask in the refiner
     refiner_gates: bool = True  # adaLN gates on the refiner's residual branches (false: the ablation without)
@@ -132,6 +133,9 @@ class TextConfig:
             raise LLMDiffError("text.encoders needs at least one encoder")
         check_choice("text.connector", self.connector, ("single", "layer_mix", "blockwise"))
         check_range("text.refiner_depth", self.refiner_depth, 0, 64)
+        if not self.blockwise_noise and self.connector != "blockwise":
+            raise LLMDiffError("text.blockwise_noise=false is for text.connector=blockwise (LLMDiff's encoding); "
+                               "remove it or set the connector")
         check_choice("text.cache_dtype", self.cache_dtype, tuple(DTYPES))
         check_range("text.batch_size", self.batch_size, 1, 65536)
 
@@ -271,6 +275,8 @@ def unused_settings(cfg: ExperimentConfig) -> list[str]:
             out.append("text.refiner_gates=false (set it true)")
         if text.refiner_rope:
             out.append("text.refiner_rope=true (set it false)")
+        if not text.blockwise_noise:
+            out.append("text.blockwise_noise=false (LI-DiT's blockwise connector only; set it true)")
         if text.standardize:
             out.append("text.standardize=true (LI-DiT's feature standardisation; set text.standardize: false)")
         if len(text.encoders) > 1:

@@ -18,9 +18,10 @@ from .refiner import CollaborativeRefiner, TokenRefiner
 class TextConditioner(nn.Module):
     def __init__(self, in_dims: list[int], n_outputs: list[int], dim: int, heads: int, connector: str = "single",
                  refiner_depth: int = 2, refiner_causal: bool = False, collaborative: bool = True,
-                 refiner_gates: bool = True, refiner_rope: bool = False):
+                 refiner_gates: bool = True, refiner_rope: bool = False, blockwise_noise: bool = True):
         super().__init__()
-        self.connectors = nn.ModuleList(make_feature_connector(connector, d, dim, n) for d, n in zip(in_dims, n_outputs))
+        self.connectors = nn.ModuleList(make_feature_connector(connector, d, dim, n, blockwise_noise)
+                                        for d, n in zip(in_dims, n_outputs))
         self.refiners = nn.ModuleList(TokenRefiner(dim, heads, refiner_depth, refiner_causal, refiner_gates, refiner_rope)
                                       for _ in in_dims) \
             if refiner_depth > 0 else None

@@ -83,8 +83,9 @@ class LayerMix(StandardizedProjection):
 
 
 class BlockwiseLLMDiff(StandardizedProjection):
-    def __init__(self, in_dim: int, out_dim: int, n_blocks: int, h_init: float = 1e-4):
+    def __init__(self, in_dim: int, out_dim: int, n_blocks: int, h_init: float = 1e-4, noise: bool = True):
         super().__init__(in_dim, out_dim)  # statistics of c at g = 1 (the initial encoding)
+        self.noise = noise  # False: the ablation without the training noise term (h then stays unused)
         self.g = nn.Parameter(torch.ones(n_blocks))
         # h = softplus(rho) >= 0; rho chosen so that h starts at h_init
         self.rho = nn.Parameter(torch.full((n_blocks,), float(torch.log(torch.expm1(torch.tensor(h_init))))))
@@ -99,14 +100,15 @@ class BlockwiseLLMDiff(StandardizedProjection):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         h0, diffs = feats[:, 0], feats[:, 1:]  # (B, L, D), (B, T, L, D)
         c = h0 + torch.einsum("t,btld->bld", self.g, diffs)
-        if self.training:
+        if self.training and self.noise:
             rms = diffs.pow(2).mean(-1, keepdim=True).sqrt().detach()  # (B, T, L, 1)
             noise = torch.randn_like(diffs) * rms * torch.sqrt(2 * self.h)[None, :, None, None]
             c = c + noise.sum(1)
         return self.proj(self.norm(self.stats(c)))
 
 
-def make_feature_connector(kind: str, in_dim: int, out_dim: int, n_outputs: int) -> nn.Module:
+def make_feature_connector(kind: str, in_dim: int, out_dim: int, n_outputs: int, blockwise_noise: bool = True
+                           ) -> nn.Module:
     if kind == "single":
         if n_outputs != 1:
             raise LLMDiffError(f"connector 'single' takes one layer, the encoder gives {n_outputs}; use 'layer_mix'")
@@ -114,5 +116,5 @@ def make_feature_connector(kind: str, in_dim: int, out_dim: int, n_outputs: int)
     if kind == "layer_mix":
         return LayerMix(in_dim, out_dim, n_outputs)
     if kind == "blockwise":
-        return BlockwiseLLMDiff(in_dim, out_dim, n_outputs - 1)
+        return BlockwiseLLMDiff(in_dim, out_dim, n_outputs - 1, noise=blockwise_noise)
     raise LLMDiffError(f"unknown connector {kind!r}; known: single, layer_mix, blockwise")

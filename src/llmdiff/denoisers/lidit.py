@@ -129,6 +129,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         refiner_causal: bool = False,
         refiner_gates: bool = True,  # adaLN gates in the refiner blocks (False: the ablation without them)
         refiner_rope: bool = False,  # rotary positions in the refiner's self-attention
+        blockwise_noise: bool = True,  # connector "blockwise": LLMDiff's training noise term (False: without)
         collaborative: bool = True,
         objective: str = "flow",
         encoders: tuple = (),  # the EncoderConfig dicts the features came from (checked at generation)
@@ -153,7 +154,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         d = hidden_size
         dw = outer_width if outer_depth else d  # width at the patch grid
         self.text = TextConditioner(list(text_dims), list(text_outputs), d, heads, connector, refiner_depth,
-                                    refiner_causal, collaborative, refiner_gates, refiner_rope)
+                                    refiner_causal, collaborative, refiner_gates, refiner_rope, blockwise_noise)
         self.patch_embed = nn.Conv2d(in_channels, dw, patch_size, stride=patch_size)
         self.pos_conv = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)  # zero padding tells tokens where the border is
         self.t_embed = TimestepEmbedder(d)

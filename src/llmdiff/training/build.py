@@ -41,6 +41,7 @@ def _build(cfg: ExperimentConfig, text_dims: list[int], text_outputs: list[int])
         settings.update(text_outputs=tuple(text_outputs), connector=cfg.text.connector,
                         refiner_depth=cfg.text.refiner_depth, refiner_causal=cfg.text.refiner_causal,
                         refiner_gates=cfg.text.refiner_gates, refiner_rope=cfg.text.refiner_rope,
+                        blockwise_noise=cfg.text.blockwise_noise,
                         collaborative=cfg.text.collaborative)
     return from_preset(denoiser_class(kind), kind_presets(kind), cfg.model.preset, cfg.model.overrides, kind,
                        **settings)
