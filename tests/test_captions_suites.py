@@ -227,3 +227,18 @@ def test_paraphrase_factors_change_only_the_wording_of_the_paraphrase_suite():
     assert [e["prompt"] for e in suites["paraphrase (all)"]] == [e["prompt"] for e in reference]
     assert not any(w in e["prompt"] for e in suites["eval phrasing"] for ws in PARAPHRASE.nouns.values() for w in ws)
     assert any("three-sided shape" in e["prompt"] for e in suites["+ shape words"])
+
+
+def test_varied_phrasebook_stops_caption_length_from_telling_the_number_of_objects():
+    def length_and_objects(book):
+        cs = build_caption_set(1000, 2, seed=5, phrasebook=book)
+        per = len(cs.captions) // len(cs.specs)
+        objects = np.array([len(cs.specs[i // per].objects) for i in range(len(cs.captions))])
+        return np.array([len(c.split()) for c in cs.captions]), objects
+
+    words, objects = length_and_objects("train-colour-after")
+    varied_words, varied_objects = length_and_objects("train-varied")
+    assert np.corrcoef(varied_words, varied_objects)[0, 1] < np.corrcoef(words, objects)[0, 1] - 0.1
+    # one-object captions now run as long as typical three-object ones
+    assert np.percentile(varied_words[varied_objects == 1], 90) >= np.median(varied_words[varied_objects >= 3])
+    assert np.percentile(words[objects == 1], 90) < np.median(words[objects >= 3])

@@ -212,6 +212,20 @@ TRAIN_SUBJECT_FIRST = replace(
     relation=("{A} {rel} {B}", "there is {A} {rel} {B}", "an image of {A} {rel} {B}"),
 )
 
+# train-colour-after with preambles and closing clauses of every length (0 to 14 words) on every kind of scene, none
+# naming an object: in "train" a caption's length grows with its number of objects, so a denoiser can count the
+# prompt's words instead of reading them (an unseen 8-word one-object prompt drew two objects). Their words are in no
+# held-out suite (the held-out tests check it).
+TRAIN_VARIED = replace(
+    TRAIN_COLOUR_AFTER, name="train-varied",
+    prefixes=("", "", "", "drawn in a calm style, ", "a neat cartoon sketch. ", "made as a matte card by kids, ",
+              "in a quiet flat style with smooth fills and soft even lighting, ",
+              "rendered with sharp outlines and vivid matte colors like a kids' art lesson, "),
+    suffixes=TRAIN.suffixes + (", drawn in a calm style", ", as a neat cartoon sketch",
+                               ", rendered with sharp outlines and vivid matte colors",
+                               " on a smooth card from a kids' art lesson, with soft even lighting"),
+)
+
 # EVAL's frames with words of its own for every colour, shape, number and relation. No word of a colour, shape or
 # number phrase is a word of any training phrasebook (the held-out test checks it); a relation phrase keeps its
 # direction's stem ("leftward of") where English has no other word for it.
@@ -248,9 +262,9 @@ LEXICAL = replace(
                  4: ("a quartet of", "a foursome of"), 5: ("a quintet of",)},
 )
 
-PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, EVAL, PARAPHRASE,
-                                   LEXICAL)}
-TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after", "train-colour-after-subject-first")
+PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, TRAIN_VARIED, EVAL,
+                                   PARAPHRASE, LEXICAL)}
+TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after", "train-colour-after-subject-first", "train-varied")
 
 
 def _pick(rng: np.random.Generator, options):
