@@ -87,6 +87,102 @@ def test_resume_continues_exactly(tmp_path, tiny_cfg, precision):
     assert a == b
 
 
+def test_gradient_accumulation_takes_the_same_steps_in_micro_batches(tmp_path, tiny_cfg):
+    """k micro-batches of batch_size / k: the same data and noise, so the same losses and weights to fp32 rounding."""
+    with pytest.raises(LLMDiffError, match=r"^train\.batch_size 4 is not divisible by "
+                                           r"train\.gradient_accumulation_steps 3: set a batch_size that splits "
+                                           r"into equal micro-batches$"):
+        tiny_cfg("train.gradient_accumulation_steps=3")
+    with pytest.raises(LLMDiffError, match=r"^train\.gradient_accumulation_steps must be in \[1, 65536\], got 0$"):
+        tiny_cfg("train.gradient_accumulation_steps=0")
+    trainers = {}
+    for k in (1, 2):
+        trainers[k] = Trainer(tiny_cfg("train.steps=2", f"train.gradient_accumulation_steps={k}"), tmp_path / f"k{k}",
+                              progress=False)
+        trainers[k].train()
+    assert losses(tmp_path / "k1") == pytest.approx(losses(tmp_path / "k2"), abs=1e-5)
+    one, two = trainers[1], trainers[2]
+    for n, p in one.trainable.items():
+        torch.testing.assert_close(two.trainable[n], p, rtol=0, atol=1e-5)
+        torch.testing.assert_close(two.ema_weights()[n], one.ema_weights()[n], rtol=0, atol=1e-5)
+    assert any(not torch.equal(p, one.ema_weights()[n]) for n, p in one.trainable.items())  # two things compared
+
+
+def test_fsdp_is_refused_rather_than_trained_wrong(tmp_path, tiny_cfg, monkeypatch):
+    """On a CPU accelerate never shards (under `accelerate launch --use_fsdp` it runs DDP), so FSDP is untested, and
+    the EMA and checkpoints read whole weights: a sharded run is refused before anything is written."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    with pytest.raises(LLMDiffError, match=r"^llmdiff train does not support FSDP; launch DDP instead"):
+        Trainer(tiny_cfg(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def _tiny_denoiser(kind: str):
+    from llmdiff.denoisers.adapter import AdaptedUNet
+    from llmdiff.denoisers.lidit import build_lidit
+    from llmdiff.denoisers.unet import build_unet
+
+    torch.manual_seed(0)
+    unet = {"block_out_channels": (8, 16, 16, 16)}
+    if kind == "lidit":  # an hourglass: the outer blocks and the inner ones
+        return build_lidit("hourglass", {"hidden_size": 32, "depth": 2, "heads": 2, "outer_width": 16}, text_dims=(16,))
+    if kind == "unet":
+        return build_unet("tiny", unet, text_dims=(16,))
+    return AdaptedUNet(base_config=dict(build_unet("tiny", unet, text_dims=(16,)).unet.config), text_dims=(16,),
+                       connector="single")
+
+
+@pytest.mark.parametrize("kind", ["lidit", "unet", "unet_adapter"])
+def test_gradient_checkpointing_recomputes_the_blocks_with_the_same_gradients(kind):
+    from llmdiff.diffusion import training_loss
+    from llmdiff.encoders.base import TextInput
+
+    model = _tiny_denoiser(kind)
+    # a block downstream of trainable weights in every kind (the adapter's U-Net is frozen up to its first attn2)
+    blocks = [model.outer_in[0], model.blocks[0]] if kind == "lidit" else [model.unet.up_blocks[-1].resnets[0]]
+    calls = []
+    for block in blocks:
+        block.register_forward_pre_hook(lambda *_: calls.append(1))  # (a recomputation stops early: no post-hook)
+    torch.manual_seed(1)
+    x0, features = torch.randn(2, 3, 32, 32), torch.randn(2, 5, 16)
+    texts = [TextInput(features, torch.tensor([[True] * 5, [True, True, False, False, False]]))]
+    results = []
+    for on in (False, True):
+        if on:
+            model.enable_gradient_checkpointing()
+        calls.clear()
+        model.zero_grad(set_to_none=True)
+        loss = training_loss(model, x0, texts, "flow", torch.Generator().manual_seed(0))
+        loss.backward()
+        # checkpointed: each block runs again in the backward pass
+        assert len(calls) == len(blocks) * (2 if on else 1)
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (plain, plain_grads), (ckpt, ckpt_grads) = results
+    # the same arithmetic again: bit for bit (experiments.BOOKKEEPING counts on it)
+    assert torch.equal(ckpt, plain) and plain_grads.keys() == ckpt_grads.keys() and plain_grads
+    assert all(torch.equal(ckpt_grads[n], plain_grads[n]) for n in plain_grads)
+
+
+def test_bf16_accumulation_and_checkpointing_resume_to_the_same_weights(tmp_path, tiny_cfg):
+    """What a large run uses, killed after its first step and resumed: bit for bit the uninterrupted run."""
+    from llmdiff.training.checkpoint import load_checkpoint
+
+    cfg = tiny_cfg("train.steps=2", "train.checkpoint_every=1", "train.mixed_precision=bf16",
+                   "train.gradient_accumulation_steps=2", "train.gradient_checkpointing=true")
+    train(cfg, tmp_path / "straight", progress=False)
+    assert train(cfg, tmp_path / "killed", progress=False, stop_after=1) is None
+    train(cfg, tmp_path / "killed", resume=True, progress=False)
+    assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
+    straight, resumed = (load_checkpoint(tmp_path / run / "checkpoints" / "step-0000002")
+                         for run in ("straight", "killed"))
+    for part in ("model", "ema", "optimizer"):
+        assert straight[part].keys() == resumed[part].keys()
+        assert all(torch.equal(straight[part][n], resumed[part][n]) for n in straight[part]), part
+
+
 def test_bf16_autocast_computes_in_bf16_and_keeps_fp32_weights(tmp_path, tiny_cfg):
     from safetensors.torch import load_file
 
@@ -230,16 +326,31 @@ def test_cli_train_generate_eval(tmp_path, tiny_overrides):
 
 
 @pytest.mark.integration
-def test_two_process_training_with_torchrun(tmp_path, tiny_overrides):
-    """The same `llmdiff train` under torchrun: two gloo ranks on the CPU train one model."""
+def test_two_process_training_with_torchrun(tmp_path, tiny_overrides, tiny_cfg):
+    """The same `llmdiff train` under torchrun: two gloo ranks on the CPU train one model on different batches,
+    each in two micro-batches (the first backward without the gradients' all-reduce)."""
+    from llmdiff.diffusion import training_loss
+
     (tmp_path / "c.yaml").write_text("name: ddp\n")
+    extra = ["train.steps=3", "name=ddp", "train.gradient_accumulation_steps=2"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
-           "-m", "llmdiff.cli", "train", str(tmp_path / "c.yaml"), *tiny_overrides, "train.steps=4", "name=ddp",
+           "-m", "llmdiff.cli", "train", str(tmp_path / "c.yaml"), *tiny_overrides, *extra,
            "--run-dir", str(tmp_path / "run")]
     run = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
-    assert info["processes"] == 2 and info["steps"] == 4
+    assert info["processes"] == 2 and info["steps"] == 3
+    # the first logged loss is the mean of the two ranks' losses on their own batches, from the same initial weights
+    cfg = tiny_cfg(*extra)
+    trainer = Trainer(cfg, tmp_path / "probe", progress=False)
+    tc = cfg.train
+    rank_loss = []
+    for rank in (0, 1):
+        x0, texts, generator = trainer.data.batch(0, rank, tc.batch_size, tc.caption_dropout)
+        with torch.no_grad():
+            rank_loss.append(training_loss(trainer.model, x0, texts, tc.objective, generator, tc.flow_shift).item())
+    assert abs(rank_loss[0] - rank_loss[1]) > 1e-3
+    assert losses(tmp_path / "run")[0] == pytest.approx(sum(rank_loss) / 2, rel=1e-4)
 
 
 def test_folder_data_reads_your_images_and_captions(tmp_path, tiny_cfg):

@@ -167,7 +167,7 @@ MIXED_PRECISION = ("fp32", "bf16", "fp16")  # train.mixed_precision
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000
-    batch_size: int = 64
+    batch_size: int = 64  # images per process and optimiser step
     lr: float = 3e-4
     weight_decay: float = 0.0
     adam_beta2: float = 0.999  # AdamW's second-moment decay (0.95 reacts faster to changing gradient scales)
@@ -190,6 +190,12 @@ class TrainConfig:
     # "fp32", "bf16" (autocast through accelerate's mixed_precision, on CPUs with AVX-512 BF16 or AMX and on GPUs;
     # weights, optimiser and EMA stay fp32) or "fp16" (GPUs only). Not accelerate's "no": YAML reads that as false
     mixed_precision: str = "fp32"
+    # each step's batch split into this many equal micro-batches, one forward and backward each, for a batch that
+    # does not fit in memory at once: the same data, noise and (to float rounding) updates as one pass
+    gradient_accumulation_steps: int = 1
+    # recompute the denoiser's blocks in the backward pass instead of keeping their activations: less memory for one
+    # more forward pass of those blocks, the same gradients
+    gradient_checkpointing: bool = False
     # the sample grid's prompts: a list, or a suite name (8 of its prompts, every task); empty: a fixed set of 8
     validation_prompts: str | tuple[str, ...] = ()
 
@@ -217,6 +223,11 @@ class TrainConfig:
         check_range("train.threads", self.threads, 0, 4096)
         check_choice("train.report_to", self.report_to, REPORTERS)
         check_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_range("train.gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 65536)
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise LLMDiffError(f"train.batch_size {self.batch_size} is not divisible by "
+                               f"train.gradient_accumulation_steps {self.gradient_accumulation_steps}: set a batch_size "
+                               "that splits into equal micro-batches")
 
 
 @dataclass(frozen=True)

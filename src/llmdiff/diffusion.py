@@ -35,24 +35,32 @@ def _ddpm_config(objective: str = "eps") -> dict:
 
 
 def training_loss(model, x0: torch.Tensor, texts: list[TextInput], objective: str,
-                  generator: torch.Generator | None = None, flow_shift: float = 1.0) -> torch.Tensor:
+                  generator: torch.Generator | None = None, flow_shift: float = 1.0,
+                  draws: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean squared error of the model's prediction for one batch of clean images x0.
 
     ``flow_shift`` k > 1 trains more at high noise, where a small image's layout and colours are
     decided: with k = 1 only 1.4% of training draws have s > 0.9, with k = 3 about 14%.
+    ``draws``: the (noise, level) of these rows, when they are a slice of a larger batch's `noise_draws`.
     """
-    b = x0.shape[0]
+    noise, level = noise_draws(x0, objective, generator, flow_shift) if draws is None else draws
+    x_t, timestep = add_noise(objective, x0, noise, level)
+    target = noise - x0 if objective == "flow" else noise
+    return torch.nn.functional.mse_loss(model(x_t, timestep, texts), target)
+
+
+def noise_draws(x0: torch.Tensor, objective: str, generator: torch.Generator | None = None,
+                flow_shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise (like x0) and noise levels (B,) of a training batch, drawn for the whole batch at once: rows
+    i..j of them are what rows i..j of the batch train on however the batch is split into micro-batches."""
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     if objective == "flow":
-        level = flow_noise_levels(b, generator, flow_shift).to(x0.device)
-        target = noise - x0
+        level = flow_noise_levels(x0.shape[0], generator, flow_shift)
     elif objective in ("eps", "eps_sd"):
-        level = torch.randint(0, 1000, (b,), generator=generator).to(x0.device)
-        target = noise
+        level = torch.randint(0, 1000, (x0.shape[0],), generator=generator)
     else:
         raise LLMDiffError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
-    x_t, timestep = add_noise(objective, x0, noise, level)
-    return torch.nn.functional.mse_loss(model(x_t, timestep, texts), target)
+    return noise, level.to(x0.device)
 
 
 def add_noise(objective: str, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor):

@@ -82,8 +82,9 @@ def variant_config(spec: ExperimentSpec, variant: str, seed: int):
 
 
 # Settings that name or pace a run without changing its numbers: left out of the settings a result records.
+# (Gradient checkpointing recomputes the same arithmetic: bit for bit the same gradients on a CPU.)
 BOOKKEEPING = ("name", "train.threads", "train.report_to", "train.log_every", "train.checkpoint_every",
-               "train.keep_checkpoints", "train.sample_every")
+               "train.keep_checkpoints", "train.sample_every", "train.gradient_checkpointing")
 
 
 def _flat(config: dict) -> dict:

@@ -8,7 +8,6 @@ them, so flipped bytes or a truncated file are an error instead of a black image
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from .errors import LLMDiffError
 
@@ -176,23 +176,26 @@ def folder_lock(folder: Path | str, what: str, wait: bool = False):
     """Hold an exclusive lock on a folder while writing into it; a second writer gets a one-line error, or with
     ``wait`` waits for the first to finish (for a folder both would fill with the same content, a feature cache).
 
-    The lock is an OS file lock (flock): it is released when the process ends, even by kill -9.
+    The lock is an OS file lock (filelock's FileLock is flock on Unix): it is released when the process ends, even
+    by kill -9. Each call takes its own lock object, so a second writer in the same process is refused as well.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    # no soft (marker file) fallback where the file system lacks flock: a marker outlives a killed writer and would
+    # refuse every later one
+    lock = FileLock(folder / LOCK_NAME, fallback_to_soft=False)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise LLMDiffError(f"another llmdiff process is writing {what} {folder}; wait for it to finish "
-                                   "or use another folder") from None
-            log.warning("another llmdiff process is writing %s %s; waiting for it", what, folder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise LLMDiffError(f"another llmdiff process is writing {what} {folder}; wait for it to finish "
+                               "or use another folder") from None
+        log.warning("another llmdiff process is writing %s %s; waiting for it", what, folder)
+        lock.acquire()
+    try:
         yield folder
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def remove_temp_folders(folder: Path | str) -> list[Path]:

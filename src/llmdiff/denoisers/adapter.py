@@ -258,6 +258,8 @@ class AdaptedUNet(ModelMixin, ConfigMixin):
     """
 
     config_name = "config.json"  # module names must differ from config keys (diffusers resolves config first)
+    # enable_gradient_checkpointing reaches the frozen U-Net's blocks, the adapter's attention processors with them
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, base_config: dict | None = None, base_path: str = "", text_dims: tuple = (576,),

@@ -93,15 +93,15 @@ class LIDiTBlock(nn.Module):
         return x
 
 
-def run_blocks(blocks: nn.ModuleList, skips: nn.ModuleList | None, x, t_mod, context, context_mask, hw):
-    """Blocks in order; with ``skips``, U-ViT long skips (Bao et al., CVPR 2023): the output of block i of
-    the first half is concatenated to the input of block depth-1-i of the second half, and a linear
-    layer maps the pair back to the width."""
+def run_blocks(blocks: nn.ModuleList, skips: nn.ModuleList | None, x, t_mod, context, context_mask, hw, call):
+    """Blocks in order, each through ``call(block, *inputs)``; with ``skips``, U-ViT long skips (Bao et al., CVPR
+    2023): the output of block i of the first half is concatenated to the input of block depth-1-i of the second
+    half, and a linear layer maps the pair back to the width."""
     half, stack = (len(skips) if skips is not None else 0), []
     for i, block in enumerate(blocks):
         if i >= len(blocks) - half:
             x = skips[len(blocks) - 1 - i](torch.cat([x, stack.pop()], -1))
-        x = block(x, t_mod, context, context_mask, hw)
+        x = call(block, x, t_mod, context, context_mask, hw)
         if i < half:
             stack.append(x)
     return x
@@ -109,6 +109,7 @@ def run_blocks(blocks: nn.ModuleList, skips: nn.ModuleList | None, x, t_mod, con
 
 class LIDiT(ModelMixin, ConfigMixin):
     config_name = "config.json"
+    _supports_gradient_checkpointing = True  # the blocks (enable_gradient_checkpointing, as diffusers' transformers)
 
     @register_to_config
     def __init__(
@@ -179,6 +180,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         self.out_table = nn.Parameter(torch.randn(2, dw) / math.sqrt(dw))
         self.proj_out = nn.Linear(dw, patch_size * patch_size * in_channels)
         self.smooth = nn.Conv2d(in_channels, in_channels, 3, padding=1) if out_conv else None
+        self.gradient_checkpointing = False
         self.initialize_weights()
 
     def initialize_weights(self):
@@ -212,6 +214,13 @@ class LIDiT(ModelMixin, ConfigMixin):
         """Standardise each LLM's features per channel with statistics of a sample of the training features."""
         self.text.fit_statistics(texts)
 
+    def _block(self, block: LIDiTBlock, *inputs):
+        """One block; with gradient checkpointing on, its activations are recomputed in the backward pass instead
+        of kept (diffusers' convention: ModelMixin.enable_gradient_checkpointing sets the flag and the function)."""
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(block, *inputs)
+        return block(*inputs)
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, texts: list[TextInput]) -> torch.Tensor:
         """sample (B, C, H, W), timestep (B,) in [0, 1000] -> prediction (B, C, H, W)."""
         b, c, h, w = sample.shape
@@ -237,17 +246,17 @@ class LIDiT(ModelMixin, ConfigMixin):
         if self.config.outer_depth:
             outer_mod = self.outer_t_block(t).view(b, 8, -1)  # (B, 8, D_outer): 6 for the blocks, 2 for the output
             for block in self.outer_in:
-                x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))  # (B, N, D_outer)
+                x = self._block(block, x, outer_mod[:, :6], context, context_mask, (gh, gw))  # (B, N, D_outer)
             skip = x
             x = self.merge(_merge_2x2(x, gh, gw))  # (B, N / 4, D)
-            x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh // 2, gw // 2))
+            x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh // 2, gw // 2), self._block)
             # the lerp written out: torch.lerp needs one dtype, and under autocast `skip` may be bf16
             x = skip + self.skip_lerp * (_split_2x2(self.split(x), gh, gw) - skip)  # (B, N, D_outer)
             for block in self.outer_out:
-                x = block(x, outer_mod[:, :6], context, context_mask, (gh, gw))
+                x = self._block(block, x, outer_mod[:, :6], context, context_mask, (gh, gw))
             shift, scale = (self.out_table[None] + outer_mod[:, 6:]).unbind(1)
         else:
-            x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh, gw))
+            x = run_blocks(self.blocks, self.skips, x, t_mod, context, context_mask, (gh, gw), self._block)
             shift, scale = (self.out_table[None] + t[:, None]).unbind(1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, N, p*p*C)
         x = x.view(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, gh * p, gw * p)  # unpatchify

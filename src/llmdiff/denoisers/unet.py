@@ -34,6 +34,8 @@ PRESETS: dict[str, dict] = {
 
 class TextUNet(ModelMixin, ConfigMixin):
     config_name = "config.json"
+    # enable_gradient_checkpointing reaches the wrapped U-Net's blocks (diffusers' own flags in each block)
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(self, sample_size: int = 32, in_channels: int = 3, block_out_channels: tuple = (32, 64, 64),

@@ -1,10 +1,11 @@
 """``llmdiff train``: one training loop for every denoiser (LI-DiT, U-Net, U-Net + LLMDiff adapter).
 
 The frozen LLMs are never in the graph: their features come from the cache. The loop runs
-under accelerate (one CPU process, torchrun/gloo processes on CPU, or DDP/FSDP on GPUs),
-keeps an EMA of the trainable weights, checkpoints atomically, resumes exactly (data order
-and noise are functions of the step), stops with a message when the loss stops being finite,
-and leaves a run folder:
+under accelerate (one process, or DDP: torchrun/gloo processes on CPU, which the tests run, or
+processes on GPUs), optionally in micro-batches (train.gradient_accumulation_steps) and with the
+denoiser's blocks checkpointed (train.gradient_checkpointing), keeps an EMA of the trainable
+weights, checkpoints atomically, resumes exactly (data order and noise are functions of the
+step), stops with a message when the loss stops being finite, and leaves a run folder:
 
     RUN/config.yaml  log.jsonl  loss.png  samples/step-*.png  checkpoints/step-*/  model/  [logs/]
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ..config import ExperimentConfig, load_config, to_dict, yaml_text
-from ..diffusion import to_uint8, training_loss
+from ..diffusion import noise_draws, to_uint8, training_loss
 from ..errors import LLMDiffError
 from ..integrity import check_replaceable, folder_lock, remove_temp_folders
 from ..utils import atomic_write_text
@@ -124,7 +125,12 @@ def _tracker(report_to: str) -> str | None:
 
 
 def lr_at(step: int, cfg) -> float:
-    """Linear warmup, then constant or cosine decay to 5% of the peak."""
+    """Linear warmup, then constant or cosine decay to 5% of the peak.
+
+    Not transformers' get_cosine_with_min_lr_schedule_with_warmup (min_lr_rate=0.05) or
+    get_constant_schedule_with_warmup: after the warmup they give the same rates, but their warmup is one step behind
+    (step/warmup from 0, so the first step learns nothing) and rounds differently, so every published run's rates,
+    and with them its weights, would change."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if cfg.schedule == "constant":
@@ -174,7 +180,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path | str, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import DistributedType, ProjectConfiguration
 
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         check_paths(cfg)
@@ -191,6 +197,8 @@ class Trainer:
         self.acc = Accelerator(cpu=not on_gpu, log_with=_tracker(cfg.train.report_to),
                                mixed_precision={"fp32": "no"}.get(cfg.train.mixed_precision, cfg.train.mixed_precision),
                                project_config=ProjectConfiguration(self.run_dir, self.run_dir / "logs"))
+        if self.acc.distributed_type == DistributedType.FSDP:  # the EMA and checkpoints need whole, not sharded, weights
+            raise LLMDiffError("llmdiff train does not support FSDP; launch DDP instead (accelerate launch --multi_gpu)")
         self._check_folder(resume)  # nothing is written into the run folder before data and model are built
         self.data = training_data(cfg)
         # the periodic sample grid's prompts go through the same feature cache as the captions
@@ -208,16 +216,17 @@ class Trainer:
             from ..autoencoder import LatentCodec
 
             self.codec = LatentCodec(cfg.model.autoencoder, self.acc.device)
+        if cfg.train.gradient_checkpointing:  # every denoiser is a diffusers ModelMixin with checkpointed blocks
+            model.enable_gradient_checkpointing()
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self.ema = {n: p.detach().clone() for n, p in self.trainable.items()}
         self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                      betas=(0.9, cfg.train.adam_beta2))
         self.step, self.history = 0, []
         self.seconds_before = 0.0  # wall seconds spent training in the earlier processes of a resumed run
         self._open_folder(resume)
-        if resume:
-            self._resume(model)
+        saved_ema = self._resume(model) if resume else None
         self.model, self.opt = self.acc.prepare(model, self.opt)
+        self.ema = self._make_ema(saved_ema)
 
     # --- run folder and resume -----------------------------------------------------------------------
 
@@ -265,17 +274,40 @@ class Trainer:
             return contextlib.nullcontext()
         return folder_lock(self.run_dir, "the run folder")
 
-    def _resume(self, model) -> None:
+    def _resume(self, model) -> dict[str, torch.Tensor] | None:
+        """Model, optimiser, step and log from the last checkpoint; returns its EMA weights (None: it has none)."""
         ckpt = load_checkpoint(list_checkpoints(self.run_dir / "checkpoints")[-1])  # _check_folder: there is one
         model.load_state_dict(ckpt["model"])
-        if ckpt["ema"] is not None:
-            self.ema = {n: ckpt["ema"][n] for n in self.ema}
         load_optimizer(self.opt, ckpt["optimizer"], ckpt["state"]["optimizer"])
         self.step = ckpt["state"]["step"]
         self.seconds_before = ckpt["state"].get("train_seconds", 0.0)
         self.history = _read_log(self.run_dir / "log.jsonl", self.step)
         if self.acc.is_main_process:  # forget what a killed run logged after its last checkpoint
             atomic_write_text(self.run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+        return ckpt["ema"]
+
+    def _make_ema(self, saved: dict[str, torch.Tensor] | None):
+        """diffusers' EMAModel of the trainable weights, made after accelerate.prepare so that it lives on their
+        device; a resumed run's EMA continues from the checkpoint's (a name -> tensor dict, as runs have always
+        saved it) at the checkpoint's step.
+
+        Its decay is the one we had, min(ema_decay, (1 + step) / (10 + step)) at the update after step `step`, but
+        for the very first update, where EMAModel uses 0 (it copies the weights) and we used 0.1, and its foreach
+        update s - (1 - d)(s - p) rounds differently from the lerp we used. That 0.1 of the initial weights weighed
+        0.1 * 10! n! / (n + 9)! in the EMA after n steps (2e-13 after 100): a run trained before this change gives
+        the same EMA weights again to float rounding, not bit for bit."""
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(list(self.trainable.values()), decay=self.cfg.train.ema_decay, foreach=True)
+        if saved is not None:
+            for shadow, name in zip(ema.shadow_params, self.trainable):
+                shadow.copy_(saved[name])  # onto the weights' device
+        ema.optimization_step = self.step  # its decay warm-up goes by the optimiser steps taken
+        return ema
+
+    def ema_weights(self) -> dict[str, torch.Tensor]:
+        """The EMA of every trainable weight by name (what checkpoints store)."""
+        return dict(zip(self.trainable, self.ema.shadow_params))
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -318,8 +350,7 @@ class Trainer:
             x0 = x0.to(device)
             if self.codec is not None:
                 x0 = self.codec.encode(x0)  # the frozen autoencoder's normalised latents
-            loss = training_loss(self.model, x0, texts, tc.objective, gen, tc.flow_shift)
-            self.acc.backward(loss)
+            loss = self._accumulate(x0, texts, noise_draws(x0, tc.objective, gen, tc.flow_shift))
             grad_norm = self.acc.clip_grad_norm_(list(self.trainable.values()), tc.grad_clip)
             mean_loss = self.acc.gather(loss.detach()[None]).mean().item()
             if not (math.isfinite(mean_loss) and math.isfinite(float(grad_norm))):
@@ -330,7 +361,7 @@ class Trainer:
                     "and resume with --resume")
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
-            self._update_ema()
+            self.ema.step(self.trainable.values())
             self.step += 1
             n_imgs += tc.batch_size * self.acc.num_processes
             row = {"step": self.step - 1, "loss": mean_loss, "lr": lr_at(self.step - 1, tc), "grad_norm": float(grad_norm)}
@@ -353,18 +384,31 @@ class Trainer:
                 self._sample_grid()
             t_last += time.perf_counter() - paused
 
-    def _update_ema(self) -> None:
-        decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for n, p in self.trainable.items():
-                self.ema[n].lerp_(p.detach().to(self.ema[n].device), 1 - decay)
+    def _accumulate(self, x0: torch.Tensor, texts: list, draws: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The gradients of one optimiser step's batch, summed over train.gradient_accumulation_steps equal
+        micro-batches (each loss scaled by 1/k: the gradient of the batch's mean loss); returns that mean loss.
+
+        The batch's noise and levels were drawn for the whole batch, so micro-batch i trains on rows i*m..(i+1)*m
+        of exactly what one pass would. Only the last backward synchronises the gradients across processes."""
+        tc, k = self.cfg.train, self.cfg.train.gradient_accumulation_steps
+        m = tc.batch_size // k
+        total = 0.0
+        for i in range(k):
+            rows = slice(i * m, (i + 1) * m)
+            with self.acc.no_sync(self.model) if i < k - 1 else contextlib.nullcontext():
+                loss = training_loss(self.model, x0[rows], [t.select(rows) for t in texts], tc.objective,
+                                     draws=(draws[0][rows], draws[1][rows]))
+                self.acc.backward(loss / k)
+            total = total + loss.detach()
+        return total / k
 
     def _checkpoint(self) -> None:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(self.run_dir / "checkpoints", self.step, self.acc.unwrap_model(self.model), self.ema,
-                            self.opt, {"config": to_dict(self.cfg), "processes": self.acc.num_processes,
-                                       "train_seconds": self.seconds_before + time.perf_counter() - self.loop_started},
+            save_checkpoint(self.run_dir / "checkpoints", self.step, self.acc.unwrap_model(self.model),
+                            self.ema_weights(), self.opt,
+                            {"config": to_dict(self.cfg), "processes": self.acc.num_processes,
+                             "train_seconds": self.seconds_before + time.perf_counter() - self.loop_started},
                             keep=self.cfg.train.keep_checkpoints)
             self._plot_loss()
         self.acc.wait_for_everyone()
@@ -377,7 +421,7 @@ class Trainer:
         model.__dict__.pop("forward", None)
         model.__dict__.pop("_original_forward", None)
         state = model.state_dict()
-        state.update({n: v.to(state[n].dtype) for n, v in self.ema.items()})
+        state.update({n: v.to(state[n].dtype) for n, v in self.ema_weights().items()})
         model.load_state_dict(state)
         return model.eval()
 
