@@ -168,6 +168,26 @@ def test_output_types_return_dict_callback_and_progress_bar(pipe, capsys):
     assert "denoising" in capsys.readouterr().err
 
 
+def test_step_end_callbacks_see_and_change_the_guidance_as_in_diffusers(pipe):
+    seen = []
+
+    def look(p, i, t, kw):
+        seen.append((i, p.num_timesteps, p.guidance_scale, p.do_classifier_free_guidance))
+        return kw
+
+    base = pipe("a red circle", generator=gens(0), guidance_scale=3.0, callback_on_step_end=look,
+                output_type="pt").images
+    assert seen == [(0, 3, 3.0, True), (1, 3, 3.0, True), (2, 3, 3.0, True)]
+
+    def raise_guidance(p, i, t, kw):
+        p._guidance_scale += 1.0
+        return kw
+
+    raised = pipe("a red circle", generator=gens(0), guidance_scale=3.0, callback_on_step_end=raise_guidance,
+                  output_type="pt").images
+    assert pipe.guidance_scale == 6.0 and not torch.allclose(raised, base, atol=1e-4)  # later steps used 4 and 5
+
+
 def test_to_moves_every_component(pipe):
     pipe.load_encoders()
     pipe.to(dtype=torch.float64)
@@ -175,6 +195,66 @@ def test_to_moves_every_component(pipe):
     assert pipe("a red circle", output_type="pt").images.shape == (1, 3, 32, 32)
     pipe.to("meta")
     assert pipe.device.type == "meta" and pipe.encoders is None  # reloaded on the new device at the next prompt
+
+
+@pytest.mark.parametrize("loader", [load_pipeline, LLMDiffPipeline.from_pretrained],
+                         ids=["TextToImage", "LLMDiffPipeline"])
+def test_to_takes_diffusers_arguments_and_bfloat16_generates_close_to_float32(lidit_dir, loader, caplog):
+    pipe = loader(lidit_dir)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle", "two blue squares"]
+    want = pipe(prompts, generator=gens(1, 2), output_type="pt").images
+    calls = [((torch.bfloat16,), {}), (("cpu", torch.bfloat16), {}), ((), {"device": "cpu", "dtype": torch.bfloat16}),
+             ((torch.device("cpu"),), {"dtype": torch.bfloat16}), (("cpu",), {"dtype": torch.bfloat16})]
+    for args, kwargs in calls:
+        pipe.to(torch.float32)
+        with caplog.at_level("WARNING"):
+            assert pipe.to(*args, **kwargs) is pipe
+        assert "should be kept in float32" not in caplog.text  # diffusers' warning for any cast, even with none kept
+        assert pipe.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in pipe.denoiser.parameters())
+        got = pipe(prompts, generator=gens(1, 2), output_type="pt").images
+        assert got.dtype == torch.float32 and torch.isfinite(got).all() and 0 <= got.min() and got.max() <= 1
+        torch.testing.assert_close(got, want, atol=0.05, rtol=0)  # measured: 0.01 at most, 0.001 on average
+        assert (got - want).abs().mean() < 0.01
+    np_images = pipe(prompts, generator=gens(1, 2), output_type="np").images
+    assert np_images.dtype == np.float32 and np_images.shape == (2, 32, 32, 3)
+    (pil,) = pipe("a red circle", generator=gens(1), return_dict=False)
+    assert pil[0].size == (32, 32) and pil[0].mode == "RGB"
+    assert pipe("a red circle", generator=gens(1), output_type="latent").images.dtype == torch.float32
+    for bad, message in [(((torch.bfloat16, "cpu"), {}), "the device comes first"),
+                         ((("cpu", torch.bfloat16, 1), {}), "at most two arguments"),
+                         (((torch.bfloat16,), {"dtype": torch.float32}), "dtype twice"),
+                         (((), {"dtype": torch.int8}), "floating-point torch.dtype"),
+                         (((), {"dtype": "bfloat16"}), "floating-point torch.dtype"),
+                         ((("gpu",), {}), "device must be a torch.device or a name"),
+                         (((), {"devices": "cpu"}), "takes device and dtype")]:
+        with pytest.raises(LLMDiffError, match=message) as caught:
+            pipe.to(*bad[0], **bad[1])
+        assert isinstance(caught.value, TypeError) and "\n" not in str(caught.value)
+    assert pipe.dtype == torch.bfloat16  # a refused call changed nothing
+
+
+def test_height_and_width_generate_any_multiple_of_the_patch_size(pipe):
+    assert pipe.size_multiple()[0] == 4 and pipe.vae_scale_factor == 1 and pipe.default_sample_size == 32
+    tall = pipe("a red circle", height=48, width=24, generator=gens(0), output_type="pt").images
+    assert tall.shape == (1, 3, 48, 24) and torch.isfinite(tall).all()
+    latents = pipe.prepare_latents(1, gens(0), height=48, width=24)
+    assert latents.shape == (1, 3, 48, 24)
+    assert torch.equal(pipe("a red circle", latents=latents, height=48, width=24, output_type="pt").images, tall)
+    assert torch.equal(pipe("a red circle", height=32, width=32, generator=gens(0), output_type="pt").images,
+                       pipe("a red circle", generator=gens(0), output_type="pt").images)  # None: the trained size
+    with pytest.raises(LLMDiffError, match=r"latents must have shape \(1, 3, 48, 24\)"):
+        pipe("a red circle", latents=torch.zeros(1, 3, 32, 32), height=48, width=24)
+
+
+def test_a_unet_generates_multiples_of_its_downsampling(unet_and_adapter):
+    base_dir, _, _ = unet_and_adapter
+    pipe = load_pipeline(base_dir)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.size_multiple() == (8, "the U-Net halving the size 3 times")
+    assert pipe("a red circle", height=40, width=24, output_type="pt").images.shape == (1, 3, 40, 24)
+    with pytest.raises(LLMDiffError, match=r"height must be a whole number of pixels, a multiple of 8 .*U-Net.*got 36"):
+        pipe("a red circle", height=36)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +369,13 @@ BAD_CALLS = [
     ({"num_images_per_prompt": 1.5}, TypeError, "num_images_per_prompt must be a whole number"),
     ({"latents": torch.full((1, 3, 32, 32), NAN)}, ValueError, "latents must be finite"),
     ({"latents": [[0.0]]}, TypeError, r"latents must be a torch.Tensor"),
+    ({"height": 30}, ValueError, r"height must be a whole number of pixels, a multiple of 4 from 4 to 4096 \(the "
+                                 r"patch size 4\), e.g. 32; got 30"),
+    ({"width": 0}, ValueError, r"width must be a whole number of pixels, a multiple of 4 .*got 0"),
+    ({"width": 8192}, ValueError, r"width must be a whole number of pixels, a multiple of 4 from 4 to 4096"),
+    ({"height": 32.0}, TypeError, r"height must be a whole number of pixels.*got 32.0"),
+    ({"width": "32"}, TypeError, r"width must be a whole number of pixels.*got '32'"),
+    ({"height": True}, TypeError, r"height must be a whole number of pixels.*got True"),
 ]
 
 

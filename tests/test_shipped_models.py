@@ -89,3 +89,30 @@ def test_shipped_adapter_loads_whole_and_equals_its_adapter_loaded_onto_its_base
                     generator=generators_for([0, 1]), output_type="pt").images
 
     torch.testing.assert_close(run(base), run(adapted))
+
+
+def test_shipped_model_generates_in_bfloat16_close_to_float32():
+    from llmdiff import LLMDiffPipeline
+
+    pipe = LLMDiffPipeline.from_pretrained(MODELS / "shapes-lidit")
+    pipe.set_progress_bar_config(disable=True)
+    want = pipe("a red circle", num_inference_steps=4, generator=generators_for([0]), output_type="pt").images
+    pipe.to(torch.bfloat16)
+    got = pipe("a red circle", num_inference_steps=4, generator=generators_for([0]), output_type="pt").images
+    assert got.dtype == torch.float32 and torch.isfinite(got).all() and 0 <= got.min() and got.max() <= 1
+    assert (got - want).abs().mean() < 0.02
+    (image,) = pipe("a red circle", num_inference_steps=4, generator=generators_for([0])).images
+    assert image.size == (32, 32)
+
+
+def test_shipped_models_generate_other_sizes_and_name_the_sizes_they_take():
+    latent = load_pipeline(MODELS / "shapes-lidit-latent")  # 8x8 latents of a 4x autoencoder, patch size 1
+    latent.set_progress_bar_config(disable=True)
+    images = latent("a red circle", height=48, width=32, num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 48, 32, 3) and np.isfinite(images).all()
+    with pytest.raises(ValueError, match=r"height must be .*a multiple of 4 .*\(the autoencoder's scale 4 x the "
+                                         r"patch size 1\), e.g. 32; got 30"):
+        latent("a red circle", height=30)
+    hourglass = load_pipeline(MODELS / "shapes-lidit")  # patch size 2, then 2x2 patches merged
+    with pytest.raises(ValueError, match=r"width must be .*a multiple of 4 .*hourglass merging 2x2 patches.*got 34"):
+        hourglass("a red circle", width=34)

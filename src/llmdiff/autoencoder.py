@@ -167,4 +167,7 @@ class LatentCodec:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.ae.decode(latents / self.scale + self.shift).sample.clamp(-1, 1)
+        """Images in [-1, 1], in float32; the latents are unnormalised in float32 and decoded in the autoencoder's
+        dtype (a bfloat16 decoder reads bfloat16, whatever the latents' dtype)."""
+        z = latents.float() / self.scale + self.shift
+        return self.ae.decode(z.to(self.ae.dtype)).sample.float().clamp(-1, 1)

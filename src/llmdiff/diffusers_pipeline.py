@@ -64,6 +64,10 @@ class LLMDiffPipeline(TextToImage, DiffusionPipeline):
             self.register_modules(**{names[0]: model, names[1]: encoder.tokenizer})
             self._referenced_encoders.update(names)
 
+    @property
+    def execution_device(self):
+        return DiffusionPipeline._execution_device.fget(self)
+
     def load_text_encoders(self) -> None:
         """Load the prompt encoders now (they are otherwise loaded by the first prompt), e.g. before
         ``enable_model_cpu_offload`` so that the offload order includes them."""

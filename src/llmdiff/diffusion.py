@@ -123,7 +123,7 @@ def empty_like(texts: list[TextInput]) -> list[TextInput]:
 
 
 @torch.no_grad()
-def sample(model, texts: list[TextInput], scheduler, steps: int, guidance_scale: float,
+def sample(model, texts: list[TextInput], scheduler, steps: int, guidance_scale: float | Callable[[], float],
            generator: torch.Generator | None = None, shape: tuple[int, int, int] = (3, 32, 32),
            progress: bool | Callable = False, noise: torch.Tensor | None = None,
            uncond: list[TextInput] | None = None, callback: Callable | None = None) -> torch.Tensor:
@@ -136,7 +136,8 @@ def sample(model, texts: list[TextInput], scheduler, steps: int, guidance_scale:
     ``noise`` (B, C, H, W) fixes the starting point (per-image seeds independent of batching). ``uncond`` is the
     unconditional branch of guidance (default: the empty prompt; a negative prompt replaces it).
     ``progress``: a tqdm bar, or a callable ``progress(iterable)`` (a pipeline's ``progress_bar``).
-    ``callback(i, t, x)`` runs after every step and may return new latents.
+    ``callback(i, t, x)`` runs after every step and may return new latents. ``guidance_scale`` may be a function
+    read at every step (a pipeline's callback may change it); whether to guide at all is decided at the start.
     """
     from tqdm.auto import tqdm
 
@@ -146,7 +147,8 @@ def sample(model, texts: list[TextInput], scheduler, steps: int, guidance_scale:
         noise = torch.randn((b, *shape), generator=generator)
     x = noise.to(device) * getattr(scheduler, "init_noise_sigma", 1.0)
     scheduler.set_timesteps(steps, device=device)
-    guided = guidance_scale != 1.0
+    scale = guidance_scale if callable(guidance_scale) else (lambda: guidance_scale)
+    guided = scale() != 1.0
     uncond = empty_like(texts) if uncond is None else uncond
     both = [TextInput.cat([c, u]) for c, u in zip(texts, uncond)] if guided else texts
     timesteps = scheduler.timesteps
@@ -156,10 +158,11 @@ def sample(model, texts: list[TextInput], scheduler, steps: int, guidance_scale:
         x_in = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
         x_in = torch.cat([x_in, x_in]) if guided else x_in
         dtype = texts[0].features.dtype  # the model's (the pipeline casts features to it)
-        out = model(x_in.to(dtype), t.to(dtype).expand(x_in.shape[0]), both).float()
+        # the timestep stays float32: bfloat16 spaces values in [512, 1000) 4 apart (the embedders cast their features)
+        out = model(x_in.to(dtype), t.float().expand(x_in.shape[0]), both).float()
         if guided:
             cond, uncond_out = out.chunk(2)
-            out = uncond_out + guidance_scale * (cond - uncond_out)
+            out = uncond_out + scale() * (cond - uncond_out)
         x = scheduler.step(out, t, x).prev_sample
         if callback is not None:
             x = callback(i, t, x)

@@ -39,6 +39,7 @@ from .model_folder import checked_sample_config, load_scheduler, read_model_inde
 FEATURE_FIELDS = ("model", "layers", "mode", "normalize", "block_groups", "instruction", "chat_template",
                   "max_length", "padding_side", "keep_instruction")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+MAX_SIZE = 4096  # the largest height or width __call__ takes, in pixels
 # The file diffusers' custom-pipeline loader imports: it only re-exports LLMDiffPipeline (nothing is downloaded).
 CUSTOM_PIPELINE = str(Path(__file__).with_name("diffusers_custom_pipeline.py"))
 
@@ -74,6 +75,7 @@ class TextToImage:
         self._init_state()
 
     def _init_state(self) -> None:
+        self._guidance_scale, self._num_timesteps = None, None  # of the sampling under way (diffusers' names)
         self.encoders = None  # list[PromptEncoder], loaded on first use
         self.llm_adapter = None  # an LLMAdapter loaded with load_llm_adapter
         self._codec = None
@@ -122,21 +124,29 @@ class TextToImage:
         return next(self.denoiser.parameters()).device
 
     @property
+    def execution_device(self) -> torch.device:
+        """Where sampling runs: the denoiser's device (``LLMDiffPipeline``: under diffusers' offloading, the
+        accelerator its hooks move each model to, while the weights rest on the CPU)."""
+        return self.device
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.denoiser.parameters()).dtype
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-           silence_dtype_warnings: bool = False):
-        """Move every component: the denoiser, the autoencoder and a loaded adapter now, the prompt encoders (frozen,
-        kept in the dtype they were trained in) by loading them on the new device at the next prompt.
-        ``silence_dtype_warnings`` is diffusers' argument (its offloading passes it); nothing here warns."""
+    def to(self, *args, **kwargs):
+        """Move or cast every component, called as diffusers' ``DiffusionPipeline.to``: ``to(dtype)``,
+        ``to(device)``, ``to(device, dtype)``, ``to(device=..., dtype=...)``. The denoiser, the autoencoder and a
+        loaded adapter move now; the prompt encoders (frozen, kept in the dtype they were trained in) are loaded on
+        the new device at the next prompt. Sampling keeps its state (noise, scheduler steps) in float32 and calls the
+        denoiser in its dtype."""
+        device, dtype = _to_arguments(args, kwargs)
         moved = device is not None and torch.device(device) != self.device
         dtype = None if dtype == self.dtype else dtype
         # only the arguments given: diffusers' ModelMixin.to warns about float32 modules whenever `dtype` is passed
         args = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in (self.denoiser, self.vae, self.llm_adapter):
             if module is not None and args:
-                module.to(**args)
+                _move(module, args)
         if moved:
             self.encoders = None
         self._codec = None
@@ -247,9 +257,9 @@ class TextToImage:
         if negative_prompt_embeds is not None and negative_prompt_embeds[0].features.shape[0] != \
                 prompt_embeds[0].features.shape[0]:
             raise LLMDiffError("negative_prompt_embeds must have as many rows as prompt_embeds")
-        prompt_embeds = [t.repeat(num_images_per_prompt).to(self.device, self.dtype) for t in prompt_embeds]
+        prompt_embeds = [t.repeat(num_images_per_prompt).to(self.execution_device, self.dtype) for t in prompt_embeds]
         if negative_prompt_embeds is not None:
-            negative_prompt_embeds = [t.repeat(num_images_per_prompt).to(self.device, self.dtype)
+            negative_prompt_embeds = [t.repeat(num_images_per_prompt).to(self.execution_device, self.dtype)
                                       for t in negative_prompt_embeds]
         return prompt_embeds, negative_prompt_embeds
 
@@ -261,19 +271,53 @@ class TextToImage:
 
     # --- latents -----------------------------------------------------------------------------------
 
-    def prepare_latents(self, batch_size: int, generator=None, latents: torch.Tensor | None = None) -> torch.Tensor:
-        """Starting noise (B, C, H, W); a list of generators gives one image per generator, whatever the batch."""
-        c, size = self.denoiser.config.in_channels, self.denoiser.config.sample_size
-        shape = (batch_size, c, size, size)
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel along each side: 2 ** (len(block_out_channels) - 1) of the autoencoder, 1 for a
+        pixel model (diffusers' name)."""
+        if self.vae is None:
+            return 1
+        from .autoencoder import downsample_factor
+
+        return downsample_factor(self.vae)
+
+    @property
+    def default_sample_size(self) -> int:
+        """The denoiser's trained sample size, in its own units (latent pixels for a latent model; diffusers' name):
+        ``height`` and ``width`` default to this times ``vae_scale_factor``."""
+        return self.denoiser.config.sample_size
+
+    def size_multiple(self) -> tuple[int, str]:
+        """(m, why): the denoiser generates images whose height and width are multiples of m pixels."""
+        scale, why = self.vae_scale_factor, []
+        if scale > 1:
+            why.append(f"the autoencoder's scale {scale}")
+        unet = getattr(self.denoiser, "unet", None)
+        if unet is not None:  # a TextUNet or AdaptedUNet: the size is halved at each level but the last
+            halvings = len(unet.config.block_out_channels) - 1
+            why.append(f"the U-Net halving the size {halvings} times")
+            return scale * 2 ** halvings, " x ".join(why)
+        cfg = self.denoiser.config  # LI-DiT: patches, merged 2x2 in an hourglass
+        merge = 2 if cfg.get("outer_depth") else 1
+        why.append(f"the patch size {cfg.patch_size}" + (" with its hourglass merging 2x2 patches" * (merge > 1)))
+        return scale * cfg.patch_size * merge, " x ".join(why)
+
+    def prepare_latents(self, batch_size: int, generator=None, latents: torch.Tensor | None = None,
+                        height: int | None = None, width: int | None = None) -> torch.Tensor:
+        """Starting noise (B, C, H, W) for images of height x width pixels (default: the trained size), in float32;
+        a list of generators gives one image per generator, whatever the batch."""
+        scale = self.vae_scale_factor
+        size = self.default_sample_size * scale
+        shape = (batch_size, self.denoiser.config.in_channels, (height or size) // scale, (width or size) // scale)
         if latents is not None:
             if tuple(latents.shape) != shape:
                 raise LLMDiffError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-            return latents.to(self.device, torch.float32)
-        if isinstance(generator, list):
+            return latents.to(self.execution_device, torch.float32)
+        if isinstance(generator, (list, tuple)):
             if len(generator) != batch_size:
                 raise LLMDiffError(f"got {len(generator)} generators for {batch_size} images: give one per image")
-            return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator]).to(self.device)
-        return torch.randn(shape, generator=generator).to(self.device)
+            return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator]).to(self.execution_device)
+        return torch.randn(shape, generator=generator).to(self.execution_device)
 
     def postprocess(self, x: torch.Tensor, output_type: str):
         """Denoiser output -> images: "latent" as is, "pt" (B, 3, H, W) in [0, 1], "np" (B, H, W, 3) float in
@@ -281,7 +325,7 @@ class TextToImage:
         if output_type == "latent":
             return x
         if self.codec is not None:
-            x = self.codec.decode(x.to(self.vae.dtype))
+            x = self.codec.decode(x)
             _check_finite(x, "the autoencoder")
         x = x.float().clamp(-1, 1)
         if output_type == "pt":
@@ -311,24 +355,29 @@ class TextToImage:
                  latents: torch.Tensor | None = None, prompt_embeds: list[TextInput] | None = None,
                  negative_prompt_embeds: list[TextInput] | None = None, output_type: str = "pil",
                  return_dict: bool = True, callback_on_step_end: Callable | None = None,
-                 callback_on_step_end_tensor_inputs: list[str] = ("latents",)):
+                 callback_on_step_end_tensor_inputs: list[str] = ("latents",), height: int | None = None,
+                 width: int | None = None):
         """Images for prompts (or ``prompt_embeds`` from ``encode_prompt``), as diffusers' PixArt/SD3 pipelines.
 
         ``num_inference_steps`` and ``guidance_scale`` default to the model's ``sample_config``; guidance 1 turns
         classifier-free guidance off. ``generator``: one, or a list with one per image (per-image seeds that do
-        not depend on the batch). ``callback_on_step_end(pipe, step, timestep, {"latents": ...})`` may return a
-        dict with new ``latents``. Returns ``ImagePipelineOutput(images=...)``, or ``(images,)`` with
-        ``return_dict=False``.
+        not depend on the batch). ``height`` / ``width``: the image size in pixels, by default the size the model was
+        trained at; other sizes are multiples of ``size_multiple()[0]`` pixels (the patch size of a transformer,
+        the downsampling of a U-Net, times the autoencoder's scale). ``callback_on_step_end(pipe, step, timestep,
+        {"latents": ...})`` may return a dict with new ``latents``, and may change ``pipe._guidance_scale`` for the
+        steps after it (as in diffusers' pipelines; ``guidance_scale`` and ``num_timesteps`` are readable while
+        sampling). Returns ``ImagePipelineOutput(images=...)``, or ``(images,)`` with ``return_dict=False``.
         """
         from .diffusion import sample
 
         self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt,
                           generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-                          callback_on_step_end_tensor_inputs)
+                          callback_on_step_end_tensor_inputs, height, width)
         steps, guidance_scale = self.sampling(num_inference_steps, guidance_scale)
+        self._guidance_scale, self._num_timesteps = guidance_scale, steps
         texts, uncond = self.encode_prompt(prompt, negative_prompt, guidance_scale != 1.0, num_images_per_prompt,
                                            prompt_embeds, negative_prompt_embeds)
-        noise = self.prepare_latents(texts[0].features.shape[0], generator, latents)
+        noise = self.prepare_latents(texts[0].features.shape[0], generator, latents, height, width)
         callback = None
         if callback_on_step_end is not None:
             def callback(i, t, x):
@@ -336,15 +385,29 @@ class TextToImage:
                 return out.get("latents", x)
 
         bar = None if self._progress_bar_config.get("disable") else self.progress_bar
-        x = sample(self._model(), texts, self.scheduler, steps, guidance_scale, noise=noise, uncond=uncond,
-                   progress=bar, callback=callback)
+        x = sample(self._model(), texts, self.scheduler, steps, lambda: self._guidance_scale, noise=noise,
+                   uncond=uncond, progress=bar, callback=callback)
         _check_finite(x, "the denoiser")
         images = self.postprocess(x, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale of the sampling under way (or last run); a step-end callback may change
+        ``_guidance_scale``."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale is not None and self._guidance_scale != 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
     def check_inputs(self, prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt,
                      generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-                     callback_on_step_end_tensor_inputs) -> None:
+                     callback_on_step_end_tensor_inputs, height=None, width=None) -> None:
         """``__call__``'s arguments, before any work (diffusers' convention): a TypeError for a wrong type, a
         ValueError for a value out of range, each naming the argument and what it may be. Steps and guidance have
         the command line's limits (config.py)."""
@@ -377,9 +440,21 @@ class TextToImage:
                 raise LLMDiffTypeError(f"latents must be a torch.Tensor (B, C, H, W), got {type(latents).__name__}")
             if not torch.isfinite(latents).all():
                 raise LLMDiffError("latents must be finite: they hold NaN or inf values")
+        for name, size in (("height", height), ("width", width)):
+            if size is not None:
+                self._check_size(name, size)
         bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if bad:
             raise LLMDiffError(f"callback_on_step_end_tensor_inputs may name {self._callback_tensor_inputs}, got {bad}")
+
+    def _check_size(self, name: str, size) -> None:
+        """``height`` or ``width``: a whole number of pixels, a multiple of what the denoiser can generate."""
+        m, why = self.size_multiple()
+        what = f"{name} must be a whole number of pixels, a multiple of {m} from {m} to {MAX_SIZE} ({why})"
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise LLMDiffTypeError(f"{what}, e.g. {self.default_sample_size * self.vae_scale_factor}; got {size!r}")
+        if not m <= size <= MAX_SIZE or size % m:
+            raise LLMDiffError(f"{what}, e.g. {self.default_sample_size * self.vae_scale_factor}; got {size}")
 
     # --- the LLMDiff adapter, loaded like an IP-Adapter ----------------------------------------------------
 
@@ -456,6 +531,52 @@ def _describe(value) -> str:
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of " + ", ".join(sorted({type(v).__name__ for v in value}))
     return f"{value!r}" if isinstance(value, (int, float, str)) else type(value).__name__
+
+
+def _to_arguments(args: tuple, kwargs: dict) -> tuple:
+    """(device, dtype) from ``to``'s arguments, read as diffusers' ``DiffusionPipeline.to`` reads them."""
+    kwargs = dict(kwargs)
+    kwargs.pop("silence_dtype_warnings", None)  # diffusers' option; nothing here warns about a dtype
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    if kwargs:
+        raise LLMDiffTypeError(f"to() takes device and dtype, got {', '.join(map(repr, kwargs))}")
+    if len(args) > 2:
+        raise LLMDiffTypeError(f"to() takes at most two arguments (a device and a dtype), got {len(args)}")
+    if len(args) == 2 and isinstance(args[0], torch.dtype):
+        raise LLMDiffTypeError("to(device, dtype): the device comes first, e.g. pipe.to('cpu', torch.bfloat16)")
+    given_device, given_dtype = (None, args[0]) if len(args) == 1 and isinstance(args[0], torch.dtype) else \
+        (list(args) + [None, None])[:2]
+    for name, kw, pos in (("device", device, given_device), ("dtype", dtype, given_dtype)):
+        if kw is not None and pos is not None:
+            raise LLMDiffTypeError(f"to() got {name} twice, as an argument and as a keyword")
+    device = device if device is not None else given_device
+    dtype = dtype if dtype is not None else given_dtype
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise LLMDiffTypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16), got {dtype!r}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise LLMDiffTypeError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got {device!r}"
+                                   ) from None
+    return device, dtype
+
+
+def _move(module: torch.nn.Module, args: dict) -> None:
+    """``module.to(**args)``, without the warning diffusers' ModelMixin.to logs on every cast even for a model that
+    keeps no module in float32 (its ``_keep_in_fp32_modules`` is empty)."""
+    if "dtype" not in args or getattr(module, "_keep_in_fp32_modules", None):
+        module.to(**args)
+        return
+    import logging
+
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        module.to(**args)
+    finally:
+        log.setLevel(level)
 
 
 def _check_finite(x: torch.Tensor, producer: str) -> None:

@@ -238,7 +238,7 @@ class LIDiT(ModelMixin, ConfigMixin):
         # contiguous: a transposed residual stream would make every later Linear copy it first (~1.5x slower)
         x = x.flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
         if self.config.pos_embed == "conv+sincos":
-            x = x + sincos_2d(gh, gw, x.shape[-1], x.device)[None]
+            x = x + sincos_2d(gh, gw, x.shape[-1], x.device).to(x.dtype)[None]  # fp32 features, the model's dtype
         t = self.t_embed(timestep)  # (B, D)
         if self.pool_text is not None:  # a global text signal for every block's modulation
             t = t + self.pool_text(masked_mean(tokens, mask))
