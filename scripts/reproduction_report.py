@@ -1,8 +1,8 @@
 """The papers' claims against our runs: docs/reproduction/README.md, claims.json and forest.png.
 
-    python scripts/reproduction_report.py [--claims configs/reproduction.yaml] [--results docs/results]
+    python scripts/reproduction_report.py [--claims configs/reproduction/claims.yaml] [--results docs/results]
 
-Each claim of configs/reproduction.yaml compares a variant with a baseline of one experiment on some suites. For
+Each claim of configs/reproduction/claims.yaml compares a variant with a baseline of one experiment on some suites. For
 every suite: the variant's score per training seed, the mean difference from the baseline over the same prompts and
 sampling seeds, its paired per-prompt bootstrap 95 % interval (evaluation/stats.py), the baseline's GenEval, and a
 verdict: *holds* when the interval excludes zero on the paper's side, *contradicted* when it excludes zero on the
@@ -138,7 +138,7 @@ def forest(table: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--claims", type=Path, default=ROOT / "configs" / "reproduction.yaml")
+    p.add_argument("--claims", type=Path, default=ROOT / "configs" / "reproduction" / "claims.yaml")
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "reproduction")
     args = p.parse_args()
