@@ -11,10 +11,11 @@ from llmdiff.shapes.captions import (
 )
 from llmdiff.shapes.dense import CLOSINGS, LISTING_FRAMES, PREAMBLES, RELATION_FRAMES
 from llmdiff.shapes.suites import (
-    HELDOUT_COMPOSITIONS, SUITES, build_suite, contradicting_spec, is_heldout, load_suite, suite_path,
+    FRAME_LENGTHS, HELDOUT_COMPOSITIONS, SINGLE_FRAMES, SUITES, build_suite, contradicting_spec, is_heldout, load_suite,
+    suite_path,
 )
 from llmdiff.shapes.training_set import build_caption_set
-from llmdiff.shapes.world import ObjectSpec, SceneSpec
+from llmdiff.shapes.world import COLORS, SHAPES, ObjectSpec, SceneSpec
 
 
 @pytest.mark.parametrize("field", ["single", "pair", "relation", "count", "listing"])
@@ -70,6 +71,7 @@ TRAINING_WORDS = set().union(*(_vocabulary(PHRASEBOOKS[b]) | set().union(*(
     _tokens(f) for field in FRAMES for f in getattr(PHRASEBOOKS[b], field))) for b in TRAINING_PHRASEBOOKS))
 TRAINING_FRAMES = [f for b in TRAINING_PHRASEBOOKS for field in FRAMES for f in getattr(PHRASEBOOKS[b], field)]
 DENSE_FRAMES = PREAMBLES + LISTING_FRAMES + RELATION_FRAMES + CLOSINGS
+ONE_OBJECT_FRAMES = tuple(f for frames in SINGLE_FRAMES.values() for f in frames)
 
 
 def test_lexical_words_are_in_no_training_phrasebook():
@@ -81,27 +83,52 @@ def test_lexical_words_are_in_no_training_phrasebook():
             assert not set(getattr(LEXICAL, field)) & set(getattr(PHRASEBOOKS[book], field)), (book, field)
 
 
-def test_dense_prompts_use_no_training_word_beside_the_object_vocabulary():
-    # a dense prompt names its objects in eval's words (those of the geneval suite); everything else is new
+@pytest.mark.parametrize("suite, frames", [("dense", DENSE_FRAMES), ("frames", ONE_OBJECT_FRAMES)])
+def test_dense_and_frames_prompts_use_no_training_word_beside_the_object_vocabulary(suite, frames):
+    # their prompts name objects in eval's words (those of the geneval suite); everything else is new
     allowed = _vocabulary(EVAL) | FUNCTION_WORDS
-    for e in load_suite("dense"):
+    for e in load_suite(suite):
         leaked = (_tokens(e["prompt"]) - allowed) & TRAINING_WORDS
         assert not leaked, (sorted(leaked), e["prompt"])
-    for fragment in _fragments(DENSE_FRAMES):
+    for fragment in _fragments(frames):
         assert not any(fragment in f.lower() for f in TRAINING_FRAMES), fragment
 
 
 @pytest.mark.parametrize("phrasebook", TRAINING_PHRASEBOOKS)
-def test_no_dense_or_lexical_word_or_frame_reaches_training_captions(phrasebook):
+def test_no_dense_lexical_or_frames_word_or_frame_reaches_training_captions(phrasebook):
     captions = build_caption_set(3000, 2, seed=5, phrasebook=phrasebook).captions
     words = set().union(*map(_tokens, captions))
     text = " ".join(captions).lower()
     assert not (_vocabulary(LEXICAL) - FUNCTION_WORDS) & words
-    dense_words = set().union(*(_tokens(e["prompt"]) for e in load_suite("dense")))
-    assert not (dense_words - _vocabulary(EVAL) - FUNCTION_WORDS) & words
+    for suite in ("dense", "frames"):
+        suite_words = set().union(*(_tokens(e["prompt"]) for e in load_suite(suite)))
+        assert not (suite_words - _vocabulary(EVAL) - FUNCTION_WORDS) & words, suite
     lexical_frames = [f for field in FRAMES for f in getattr(LEXICAL, field)]
-    for fragment in _fragments(DENSE_FRAMES + tuple(lexical_frames)):
+    for fragment in _fragments(DENSE_FRAMES + ONE_OBJECT_FRAMES + tuple(lexical_frames)):
         assert fragment not in text, fragment
+
+
+def test_frames_suite_says_every_coloured_shape_once_per_length_of_frame():
+    entries = load_suite("frames")
+    for tag, (low, high) in FRAME_LENGTHS.items():
+        mine = [e for e in entries if e["tag"] == tag]
+        assert sorted((e["include"][0]["class"], e["include"][0]["color"]) for e in mine) == \
+            sorted(itertools.product(SHAPES, COLORS))
+        assert all(low <= len(e["prompt"].split()) <= high for e in mine), tag
+        assert len({e["prompt"].replace(e["include"][0]["color"], "") for e in mine}) > 8  # frames vary
+    assert {tag for e in entries for tag in [e["tag"]]} == set(SINGLE_FRAMES)
+
+
+def test_frames_prompts_pass_only_with_the_one_object_asked_for():
+    from llmdiff.evaluation.detect import Detection
+    from llmdiff.evaluation.scoring import score_entry
+
+    entry = next(e for e in load_suite("frames") if e["include"][0] == {"class": "square", "count": 1, "color": "blue"})
+    square = Detection("square", "blue", "small", (0, 0, 8, 8), 0.9, 10)
+    assert score_entry([square], entry)[0]
+    assert not score_entry([square, Detection("square", "blue", "small", (20, 0, 28, 8), 0.9, 10)], entry)[0]
+    assert not score_entry([square, Detection("circle", "red", "small", (20, 20, 28, 28), 0.9, 10)], entry)[0]
+    assert not score_entry([Detection("square", "red", "small", (0, 0, 8, 8), 0.9, 10)], entry)[0]
 
 
 def test_the_rich_phrasebook_uses_its_extra_words_and_frames():

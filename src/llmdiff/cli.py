@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = shapes.add_subparsers(dest="shapes_command", required=True, metavar="SUBCOMMAND")
     r = ssub.add_parser("render", help="a PNG grid of scenes with their captions")
     r.add_argument("--suite", help="render prompts of this suite (geneval, compbench, position_bias, paraphrase, dense, "
-                   "lexical or a JSONL)")
+                   "lexical, frames or a JSONL)")
     r.add_argument("--n", type=int_in(1, 1024), default=16, help="number of scenes (default 16)")
     r.add_argument("--resolution", type=RESOLUTION, default=32, help="image side in pixels (default 32)")
     r.add_argument("--cols", type=int_in(1, 64), default=4, help="scenes per row of the grid (default 4)")
@@ -345,13 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true",
                    help="replace an --out file that is not a grid llmdiff drew (else refused)")
     pr = ssub.add_parser("prompts", help="a prompt suite in GenEval's metadata format (JSONL)")
-    pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase, dense or lexical")
+    pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase, dense, lexical or frames")
     pr.add_argument("--out", help="write to this file instead of stdout")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace an --out file that holds anything but these prompts (else refused)")
     gt = ssub.add_parser("gt", help="ground-truth renders of a suite in the GenEval folder layout")
     gt.add_argument("--suite", required=True,
-                    help="geneval, compbench, position_bias, paraphrase, dense, lexical or a JSONL")
+                    help="geneval, compbench, position_bias, paraphrase, dense, lexical, frames or a JSONL")
     gt.add_argument("--out", required=True, help="the folder the GenEval layout is written to")
     gt.add_argument("--images-per-prompt", type=IMAGES_PER_PROMPT, default=4,
                     help="renders per prompt, each a new draw of its scene (default 4)")

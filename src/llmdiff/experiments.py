@@ -367,7 +367,7 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
              f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
              "`a ± b`: mean over seeds ± half the range (n seeds in the last column).", ""]
     cols = [c for c in ("geneval/overall", "paraphrase/overall", "compbench/overall", "dense/overall",
-                        "lexical/overall",
+                        "lexical/overall", "frames/overall",
                         "position_bias/mean_pair_accuracy") if any(c in v for v in table.values())]
     lines += ["| variant | " + " | ".join(cols) + " | steps | train min | seeds |", "|---|" + "---:|" * (len(cols) + 3)]
     for variant, v in table.items():
@@ -380,6 +380,14 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
         lines += ["", "GenEval tasks:", "", "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
         lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"geneval/{t}")) for t in tasks) + " |"
                   for variant, v in table.items()]
+    if any("frames/overall" in v for v in table.values()):
+        from .shapes.suites import SINGLE_FRAMES
+
+        lines += ["", "One object in unseen frames, by the frame's length (the share of images holding that one object "
+                  "and nothing else):", "", "| variant | " + " | ".join(SINGLE_FRAMES) + " |",
+                  "|---|" + "---:|" * len(SINGLE_FRAMES)]
+        lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"frames/{t}")) for t in SINGLE_FRAMES) + " |"
+                  for variant, v in table.items() if "frames/overall" in v]
     from .evaluation.scoring import POSITION_OUTCOMES
 
     cols = POSITION_OUTCOMES + ("right side",)
@@ -410,7 +418,7 @@ def _plots(spec: ExperimentSpec, table: dict, out: Path, paired: dict | None = N
     from .viz import metric_bars, position_bias_plot
 
     for metric in ("geneval/overall", "position_bias/mean_pair_accuracy", "paraphrase/overall", "compbench/overall",
-                   "dense/overall", "lexical/overall"):
+                   "dense/overall", "lexical/overall", "frames/overall"):
         if not any(metric in v for v in table.values()):
             continue
         means = {n: v[metric]["mean"] if metric in v else 0 for n, v in table.items()}

@@ -19,15 +19,15 @@ import numpy as np
 from ..errors import LLMDiffError
 from ..utils import read_text
 
-from .captions import EVAL, LEXICAL, PARAPHRASE, Phrasebook, caption
-from .dense import STRUCTURES, dense_prompt, dense_questions, dense_scene, fits, sample_layout
+from .captions import EVAL, LEXICAL, PARAPHRASE, Phrasebook, caption, noun_phrase
+from .dense import CLOSINGS, PREAMBLES, STRUCTURES, dense_prompt, dense_questions, dense_scene, fits, sample_layout
 from .world import COLORS, RELATIONS, SHAPES, SIZES, ObjectSpec, SceneSpec
 
 # (colour, shape) pairs that no training image or caption contains: eval-only compositions.
 HELDOUT_COMPOSITIONS: frozenset[tuple[str, str]] = frozenset(
     {("purple", "triangle"), ("orange", "square"), ("green", "cross"), ("pink", "circle")}
 )
-SUITES = ("geneval", "compbench", "position_bias", "paraphrase", "dense", "lexical")
+SUITES = ("geneval", "compbench", "position_bias", "paraphrase", "dense", "lexical", "frames")
 GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 COMPBENCH_TAGS = ("color", "shape", "size", "spatial")
 POSITION_BINS = 5
@@ -166,6 +166,41 @@ def dense_suite(seed: int = 4, per_structure: int = 12) -> list[dict]:
     return entries
 
 
+# One object said in sentence frames no training caption has, by length: whether a denoiser reads how many objects a
+# prompt names or counts its words (training captions grow longer with more objects). The long frames open with a
+# dense prompt's preamble and may close with its closing. Beside the object's words (eval's), no word is a training
+# word (the held-out tests check it).
+SINGLE_FRAMES = {
+    "short": ("only {A}", "behold {A}", "we spot {A}", "{A}, alone", "look, {A}", "{A} appears", "I noticed {A}",
+              "our page holds {A}"),
+    "medium": ("the page holds {A}, resting quietly at its centre",
+               "this poster features {A} and no other item at all",
+               "for today's exercise, a student produced {A} with great care",
+               "a single glance reveals {A}, and the remainder stays blank",
+               "somewhere near the middle of this sheet we find {A}"),
+    "long": ("It shows {A}.", "At its centre sits {A}.", "Its only element is {A}.",
+             "Near the middle, we find {A}."),
+}
+FRAME_LENGTHS = {"short": (3, 6), "medium": (9, 14), "long": (15, 30)}  # words per prompt
+
+
+def frames_suite(seed: int = 6) -> list[dict]:
+    """Every (shape, colour) once per length of frame: a prompt passes when the image holds that one object and no
+    other (GenEval's clauses: the object, fewer than two of its shape, none of another shape)."""
+    rng = np.random.default_rng(seed)
+    entries = []
+    for tag, frames in SINGLE_FRAMES.items():
+        for shape, color in itertools.product(SHAPES, COLORS):
+            o = ObjectSpec(shape, color)
+            body = frames[int(rng.integers(len(frames)))].format(A=noun_phrase(o, EVAL, rng))
+            if tag == "long":
+                tail = [CLOSINGS[int(rng.integers(len(CLOSINGS)))]] if rng.random() < 0.5 else []
+                body = " ".join([PREAMBLES[int(rng.integers(len(PREAMBLES)))], body, *tail])
+            exclude = [{"class": shape, "count": 2}] + [{"class": s, "count": 1} for s in SHAPES if s != shape]
+            entries.append(_entry(tag, "geneval", SceneSpec((o,)), body, [clause(o)], exclude))
+    return entries
+
+
 def build_suite(name: str) -> list[dict]:
     if name == "geneval":
         return geneval_suite()
@@ -179,6 +214,8 @@ def build_suite(name: str) -> list[dict]:
         return dense_suite()
     if name == "lexical":
         return geneval_suite(LEXICAL, seed=5, name="lexical")
+    if name == "frames":
+        return frames_suite()
     raise LLMDiffError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
 
 
@@ -247,6 +284,10 @@ def contradicting_spec(entry: dict, rng: np.random.Generator) -> SceneSpec:
     elif tag == "size":
         a, b = objs
         objs = [ObjectSpec(a.shape, a.color, b.size), ObjectSpec(b.shape, b.color, a.size)]
+    elif tag in SINGLE_FRAMES:  # a second object, of the same shape or another, or the one object in another colour
+        o, k = objs[0], int(rng.integers(3))
+        objs = ([o, o] if k == 0 else [o, ObjectSpec(other(SHAPES, o.shape), other(colors, o.color))] if k == 1
+                else [ObjectSpec(o.shape, other(colors, o.color))])
     elif entry.get("benchmark") == "position_bias":
         asked = {(o.color, o.shape) for o in objs}
         objs = [ObjectSpec(o.shape, rng.choice([c for c in colors if (c, o.shape) not in asked]), o.size) for o in objs]
