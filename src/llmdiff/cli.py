@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true",
                    help="replace an --out file that is not a grid llmdiff drew (else refused)")
     pr = ssub.add_parser("prompts", help="a prompt suite in GenEval's metadata format (JSONL)")
-    pr.add_argument("--suite", required=True, help="geneval, compbench, position_bias, paraphrase, dense, lexical or frames")
+    pr.add_argument("--suite", required=True,
+                    help="geneval, compbench, position_bias, paraphrase, dense, lexical or frames")
     pr.add_argument("--out", help="write to this file instead of stdout")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace an --out file that holds anything but these prompts (else refused)")
