@@ -116,7 +116,7 @@ def test_frames_suite_says_every_coloured_shape_once_per_length_of_frame():
             sorted(itertools.product(SHAPES, COLORS))
         assert all(low <= len(e["prompt"].split()) <= high for e in mine), tag
         assert len({e["prompt"].replace(e["include"][0]["color"], "") for e in mine}) > 8  # frames vary
-    assert {tag for e in entries for tag in [e["tag"]]} == set(SINGLE_FRAMES)
+    assert {e["tag"] for e in entries} == set(SINGLE_FRAMES)
 
 
 def test_frames_prompts_pass_only_with_the_one_object_asked_for():

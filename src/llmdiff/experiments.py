@@ -66,6 +66,9 @@ def load_spec(path: Path | str) -> ExperimentSpec:
     return spec
 
 
+# Each suite's headline metric: the report's table columns, in this order, and one bar plot each.
+SUITE_METRICS = ("geneval/overall", "paraphrase/overall", "compbench/overall", "dense/overall", "lexical/overall",
+                 "frames/overall", "position_bias/mean_pair_accuracy")
 MODEL_KEY = "_model"  # a variant that evaluates an existing model folder (for every seed, or {seed: folder})
 
 
@@ -366,9 +369,7 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
              budget + "evaluated on "
              f"{', '.join(spec.suites)} with {spec.images_per_prompt} images per prompt and the same sampling seeds. "
              "`a ± b`: mean over seeds ± half the range (n seeds in the last column).", ""]
-    cols = [c for c in ("geneval/overall", "paraphrase/overall", "compbench/overall", "dense/overall",
-                        "lexical/overall", "frames/overall",
-                        "position_bias/mean_pair_accuracy") if any(c in v for v in table.values())]
+    cols = [c for c in SUITE_METRICS if any(c in v for v in table.values())]
     lines += ["| variant | " + " | ".join(cols) + " | steps | train min | seeds |", "|---|" + "---:|" * (len(cols) + 3)]
     for variant, v in table.items():
         minutes = "-" if v["_train_minutes"] is None else f"{v['_train_minutes']['mean']:.0f}"
@@ -417,8 +418,7 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
 def _plots(spec: ExperimentSpec, table: dict, out: Path, paired: dict | None = None) -> None:
     from .viz import metric_bars, position_bias_plot
 
-    for metric in ("geneval/overall", "position_bias/mean_pair_accuracy", "paraphrase/overall", "compbench/overall",
-                   "dense/overall", "lexical/overall", "frames/overall"):
+    for metric in SUITE_METRICS:
         if not any(metric in v for v in table.values()):
             continue
         means = {n: v[metric]["mean"] if metric in v else 0 for n, v in table.items()}
