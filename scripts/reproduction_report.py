@@ -4,10 +4,11 @@
 
 Each claim of configs/reproduction/claims.yaml compares a variant with a baseline of one experiment on some suites. For
 every suite: the variant's score per training seed, the mean difference from the baseline over the same prompts and
-sampling seeds, its paired per-prompt bootstrap 95 % interval (evaluation/stats.py), the baseline's GenEval, and a
-verdict: *holds* when the interval excludes zero on the paper's side, *contradicted* when it excludes zero on the
-other side (or at all, for a claim of no difference), else *cannot separate at this scale*. A claim whose runs are
-not all there yet is listed as *not run* with the command that runs it. Rerun this script after the experiments.
+sampling seeds, its two-level paired bootstrap 95 % interval (training seeds, then prompts: evaluation/stats.py), the
+baseline's GenEval, and a verdict: *holds* when the interval excludes zero on the paper's side, *contradicted* when
+it excludes zero on the other side (or at all, for a claim of no difference), else *cannot separate at this scale*.
+A claim whose runs are not all there yet is listed as *not run* with the command that runs it. Rerun this script
+after the experiments.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from llmdiff.config import read_yaml_mapping
-from llmdiff.evaluation.stats import mean_over_runs, paired_bootstrap, suite_score
+from llmdiff.evaluation.stats import paired_bootstrap, suite_score
 from llmdiff.utils import atomic_write_text
 from llmdiff.viz import pyplot
 
@@ -70,8 +71,8 @@ def rows(claims: list[dict], results: Path) -> list[dict]:
             if have and base:
                 row["seeds"] = [round(suite_score(r["per_prompt"][suite]), 4) for r in have]
                 row["baseline_seeds"] = [round(suite_score(r["per_prompt"][suite]), 4) for r in base]
-                paired = paired_bootstrap(mean_over_runs([r["per_prompt"][suite] for r in have]),
-                                          mean_over_runs([r["per_prompt"][suite] for r in base]))
+                paired = paired_bootstrap([r["per_prompt"][suite] for r in have],
+                                          [r["per_prompt"][suite] for r in base])
                 row["diff_mean"], row["ci95"] = round(paired["diff"], 4), [round(x, 4) for x in paired["ci95"]]
                 row["verdict"] = verdict(paired["ci95"], claim["expect"])
             out.append(row)
@@ -84,7 +85,8 @@ def markdown(table: list[dict]) -> str:
              "Each row compares a variant with its baseline on one held-out suite: the same data, prompts and sampling "
              "seeds, each variant trained with several seeds at the screen budget (`configs/experiments/claims.yaml`: "
              "2400 steps x 64 on the default's recipe). *ours* is the variant's score (mean over seeds, then each "
-             "seed's), *diff* the variant minus the baseline with its paired per-prompt bootstrap 95 % interval. "
+             "seed's), *diff* the variant minus the baseline with its two-level paired bootstrap 95 % interval "
+             "(training seeds, then prompts). "
              "*holds*: the interval excludes zero on the paper's side; *contradicted*: on the other side (or at all, "
              "for a claim of no difference); otherwise *cannot separate at this scale*. "
              f"A baseline below GenEval {COMPETENT:.2f} is marked (†): it may be too weak to show the effect; a "

@@ -4,10 +4,14 @@ Two models scored on the same prompts with the same sampling seeds are compared 
 score is the mean over its images (and over training seeds, when a variant was trained with several): the
 fraction of images that pass, or for a dense prompt the mean per-question score. The suite's score is GenEval's
 overall, the mean over tasks of each task's mean over prompts (a suite of one task: the mean over prompts, as
-DPG-Bench reports). The interval is a paired bootstrap: resample prompts with replacement within each task (every
-resample keeps each task's number of prompts, as the overall weighs tasks equally) and take the 2.5 and 97.5
-percentiles of the variant's minus the baseline's score. `llmdiff experiment` records every run's per-prompt
-scores (``read_per_prompt``) and reports each variant against its baseline (``paired_differences``).
+DPG-Bench reports). The interval is a two-level paired bootstrap. Each resample first draws each side's training
+runs with replacement (one draw for the whole suite, as a run scores every prompt), so that a difference carried
+by one lucky seed is not taken for an effect; then it draws prompts with replacement within each task (every
+resample keeps each task's number of prompts, as the overall weighs tasks equally). The interval is the 2.5 and
+97.5 percentiles of the variant's minus the baseline's score. With one run per side only prompts are resampled;
+with two, the run level sees a seed-to-seed spread from two values only, so the interval is still narrower than
+a third seed would make it. `llmdiff experiment` records every run's per-prompt scores (``read_per_prompt``) and
+reports each variant against its baseline (``paired_differences``).
 """
 
 from __future__ import annotations
@@ -36,37 +40,42 @@ def per_prompt_scores(results: list[dict]) -> dict[str, dict[str, float]]:
     return dict(record)
 
 
-def mean_over_runs(records: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per-prompt scores averaged over runs (training seeds) of one variant; a prompt takes the runs that scored it."""
-    merged: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        for task, scores in record.items():
-            for index, score in scores.items():
-                merged[task][index].append(score)
-    return {task: {i: float(np.mean(v)) for i, v in scores.items()} for task, scores in merged.items()}
-
-
 def suite_score(record: dict[str, dict[str, float]]) -> float:
     """The suite's overall from per-prompt scores: the mean over tasks of the mean over each task's prompts."""
     return float(np.mean([np.mean(list(scores.values())) for scores in record.values()]))
 
 
-def paired_bootstrap(variant: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]],
+def paired_bootstrap(variant: list[dict[str, dict[str, float]]], baseline: list[dict[str, dict[str, float]]],
                      n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
-    """The variant's score minus the baseline's on the prompts both were scored on, and its paired bootstrap
-    interval: {"diff", "ci95": [low, high], "n_prompts"}. Inputs are {task: {prompt index: score}}."""
-    tasks = [t for t in variant if t in baseline and variant[t].keys() & baseline[t].keys()]
+    """The variant's score minus the baseline's on the prompts every run of both scored, and its two-level paired
+    bootstrap interval (training runs, then prompts): {"diff", "ci95": [low, high], "n_prompts"}. Each side is a
+    list of runs (training seeds), each run {task: {prompt index: score}}."""
+    if not variant or not baseline:
+        raise LLMDiffError("a paired difference needs at least one scored run of the variant and of its baseline")
+    runs = [*variant, *baseline]
+    shared = {t: sorted(set.intersection(*(set(r.get(t, ())) for r in runs)), key=int) for t in variant[0]}
+    tasks = [t for t, prompts in shared.items() if prompts]
     if not tasks:
         raise LLMDiffError("the variant and its baseline share no scored prompt: were they run on the same suite?")
     rng = np.random.default_rng(seed)
+
+    def run_weights(k: int) -> np.ndarray:
+        """(resamples, k): each run's share in a draw of k runs with replacement."""
+        if k == 1:
+            return np.ones((n_resamples, 1))
+        picks = rng.integers(0, k, size=(n_resamples, k))
+        return (picks[..., None] == np.arange(k)).mean(axis=1)
+
+    weights_v, weights_b = run_weights(len(variant)), run_weights(len(baseline))
     diff, resampled, n = 0.0, np.zeros(n_resamples), 0
     for task in tasks:
-        shared = sorted(variant[task].keys() & baseline[task].keys(), key=int)
-        d = np.array([variant[task][i] - baseline[task][i] for i in shared])  # (prompts,)
-        picks = rng.integers(0, len(d), size=(n_resamples, len(d)))  # (resamples, prompts)
-        diff += d.mean() / len(tasks)
-        resampled += d[picks].mean(axis=1) / len(tasks)
-        n += len(d)
+        v = np.array([[r[task][i] for i in shared[task]] for r in variant])  # (runs, prompts)
+        b = np.array([[r[task][i] for i in shared[task]] for r in baseline])
+        d = weights_v @ v - weights_b @ b  # (resamples, prompts): each resample's per-prompt difference
+        picks = rng.integers(0, d.shape[1], size=d.shape)
+        diff += (v.mean(axis=0) - b.mean(axis=0)).mean() / len(tasks)
+        resampled += np.take_along_axis(d, picks, axis=1).mean(axis=1) / len(tasks)
+        n += d.shape[1]
     low, high = np.percentile(resampled, [2.5, 97.5])
     return {"diff": float(diff), "ci95": [float(low), float(high)], "n_prompts": n}
 
@@ -89,11 +98,11 @@ def paired_differences(runs: dict[str, list[dict]], variants: list[str], baselin
     {"baseline", "variants": {variant: {suite: {"diff", "ci95", "n_prompts"} | None}}}. None where a run of
     either was recorded without per-prompt scores."""
 
-    def scores(variant: str, suite: str) -> dict | None:
+    def scores(variant: str, suite: str) -> list[dict] | None:
         own = runs.get(variant, [])
         if not own or any(suite not in r.get("per_prompt", {}) for r in own):
             return None
-        return mean_over_runs([r["per_prompt"][suite] for r in own])
+        return [r["per_prompt"][suite] for r in own]
 
     base = {suite: scores(baseline, suite) for suite in suites}
     compared = {}
@@ -112,8 +121,9 @@ def paired_table(paired: dict, suites) -> list[str]:
     pairs = " (for position_bias: of the images with every pair drawn)" if "position_bias" in suites else ""
     lines = ["", f"Differences from {paired['baseline']} in each suite's overall score{pairs}: the variant minus the "
              "baseline on the same prompts and sampling seeds, a prompt's score being the mean over its images (pass "
-             "or fail; for dense prompts the share of questions passed) and seeds; with the paired bootstrap 95 % "
-             f"interval over prompts ({N_RESAMPLES:,} resamples within tasks). `-`: a run recorded without "
+             "or fail; for dense prompts the share of questions passed) and seeds; with the two-level paired "
+             f"bootstrap 95 % interval ({N_RESAMPLES:,} resamples of training seeds, then of prompts within tasks). "
+             "`-`: a run recorded without "
              "per-prompt scores.", "", "| variant | " + " | ".join(suites) + " |", "|---|" + "---:|" * len(suites)]
     for variant, by_suite in paired["variants"].items():
         cells = ["-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
