@@ -43,7 +43,7 @@ def test_no_paraphrase_word_or_frame_reaches_training_captions(phrasebook):
 
 
 # Words a held-out phrase may share with training captions: articles, prepositions, "is", "and".
-FUNCTION_WORDS = frozenset({"a", "an", "and", "are", "in", "is", "it", "its", "of", "on", "the", "to", "with"})
+FUNCTION_WORDS = frozenset({"a", "an", "and", "are", "for", "in", "is", "it", "its", "of", "on", "the", "to", "with"})
 VOCABULARY = ("nouns", "colors", "sizes", "relations", "relations_from_object", "count_words")
 FRAMES = ("single", "pair", "relation", "count", "listing", "attribute_frames", "suffixes", "prefixes")
 
@@ -269,3 +269,24 @@ def test_varied_phrasebook_stops_caption_length_from_telling_the_number_of_objec
     # one-object captions now run as long as typical three-object ones
     assert np.percentile(varied_words[varied_objects == 1], 90) >= np.median(varied_words[varied_objects >= 3])
     assert np.percentile(words[objects == 1], 90) < np.median(words[objects >= 3])
+    # with a drawn length the typical one-object caption is nearly as long as the typical three-object one
+    any_words, any_objects = length_and_objects("train-any-length")
+    assert np.corrcoef(any_words, any_objects)[0, 1] < min(0.2, np.corrcoef(varied_words, varied_objects)[0, 1] - 0.2)
+    assert np.median(any_words[any_objects == 1]) >= 0.8 * np.median(any_words[any_objects >= 3])
+    assert np.median(varied_words[varied_objects == 1]) < 0.8 * np.median(varied_words[varied_objects >= 3])
+
+
+def test_a_drawn_caption_length_pads_with_each_clause_at_most_once():
+    book = PHRASEBOOKS["train-any-length"]
+    low, high = book.caption_words
+    rng = np.random.default_rng(0)
+    one = SceneSpec(objects=(ObjectSpec("circle", "red"),))
+    captions = [caption(one, book, rng) for _ in range(300)]
+    lengths = [len(c.split()) for c in captions]
+    assert min(lengths) >= low and max(lengths) <= high + 12  # the last clause may pass the drawn length
+    assert len(set(lengths)) > 20  # lengths spread over the range, not a few fixed paddings
+    for c in captions:
+        clauses = [p for p in book.prefixes if c.startswith(p) or f". {p}" in c or f", {p}" in c]
+        assert all(c.count(p) == 1 for p in clauses), c
+        assert ("red circle" in c or "red disc" in c or "circle that is red" in c or "disc that is red" in c
+                or "circle painted red" in c or "disc painted red" in c), c

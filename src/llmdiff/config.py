@@ -86,7 +86,8 @@ class DataConfig:
     mix: dict | None = None  # weights of single/pair/relation/count/listing scenes (None: the default mix)
     # training captions' words and frames: "train", "train-rich" (more synonyms and frames), "train-colour-after"
     # (half of the colours named after their noun), "train-colour-after-subject-first" (and every relation said
-    # subject first) or "train-varied" (train-colour-after with preambles and closing clauses of 0-14 words)
+    # subject first), "train-varied" (train-colour-after with preambles and closing clauses of 0-14 words) or
+    # "train-any-length" (train-colour-after padded with filler clauses to a drawn length of 3-40 words)
     phrasebook: str = "train"
     p_color: float = P_COLOR  # how often an object is named with its colour (single, pair, relation, count scenes)
     seed: int = 0

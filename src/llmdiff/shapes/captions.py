@@ -45,6 +45,9 @@ class Phrasebook:
     attribute_frames: tuple[str, ...]  # how colour and size attach to a noun: "{size} {color} {noun}", "{size} {noun} in {color}"
     suffixes: tuple[str, ...]
     prefixes: tuple[str, ...]
+    # None: one prefix and one suffix per caption. (low, high): prefixes and suffixes, each at most once, are added
+    # around the body until the caption has at least a number of words drawn uniformly from low to high
+    caption_words: tuple[int, int] | None = None
 
 
 _COMMON_NOUNS = {
@@ -226,6 +229,30 @@ TRAIN_VARIED = replace(
                                " on a smooth card from a kids' art lesson, with soft even lighting"),
 )
 
+# Filler clauses that name no object, in words no held-out suite uses (the held-out tests check it), made by
+# combining a few word lists so that no clause is frequent enough to be learnt as a fixed string.
+_MANNERS = ("calm", "neat", "quiet", "playful", "gentle", "cheerful", "modest", "steady", "friendly", "humble")
+_MEDIA = ("sketch", "drawing", "doodle", "cartoon", "cutout", "stencil", "mural", "card")
+_MAKERS = ("by kids", "by a teacher", "for a class quiz", "for a board game", "for a memory game",
+           "in an art lesson", "for a school wall", "by a cartoonist")
+_FINISHES = ("soft even lighting", "warm lighting", "smooth fills", "sharp outlines", "matte colors",
+             "thin outlines", "even fills", "cool lighting")
+_SETTINGS = ("on a smooth card", "on a felt board", "on a matte board", "on a wooden tray", "on a school slate",
+             "on a cork board")
+
+# train-colour-after whose captions run from 3 to 40 words on every kind of scene, whatever the number of
+# objects: a drawn length pads the body with filler sentences before it and clauses after it. In train-varied the
+# padding is one of a few fixed clauses of up to 14 words, so a caption's length still tells the number of objects
+# (correlation 0.47) and a long unseen one-object frame still draws two or three objects.
+TRAIN_ANY_LENGTH = replace(
+    TRAIN_COLOUR_AFTER, name="train-any-length",
+    prefixes=tuple(f"a {m} {medium} {maker}. " for m in _MANNERS for medium in _MEDIA for maker in _MAKERS)
+    + tuple(f"{medium} made {maker} with {finish}, " for medium in _MEDIA for maker in _MAKERS for finish in _FINISHES),
+    suffixes=tuple(f", in a {m} style" for m in _MANNERS) + tuple(f", with {f}" for f in _FINISHES)
+    + tuple(f" {setting}" for setting in _SETTINGS) + tuple(f", made {maker}" for maker in _MAKERS),
+    caption_words=(3, 40),
+)
+
 # EVAL's frames with words of its own for every colour, shape, number and relation. No word of a colour, shape or
 # number phrase is a word of any training phrasebook (the held-out test checks it); a relation phrase keeps its
 # direction's stem ("leftward of") where English has no other word for it.
@@ -262,9 +289,10 @@ LEXICAL = replace(
                  4: ("a quartet of", "a foursome of"), 5: ("a quintet of",)},
 )
 
-PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, TRAIN_VARIED, EVAL,
-                                   PARAPHRASE, LEXICAL)}
-TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after", "train-colour-after-subject-first", "train-varied")
+PHRASEBOOKS = {p.name: p for p in (TRAIN, TRAIN_RICH, TRAIN_COLOUR_AFTER, TRAIN_SUBJECT_FIRST, TRAIN_VARIED,
+                                   TRAIN_ANY_LENGTH, EVAL, PARAPHRASE, LEXICAL)}
+TRAINING_PHRASEBOOKS = ("train", "train-rich", "train-colour-after", "train-colour-after-subject-first", "train-varied",
+                        "train-any-length")
 
 
 def _pick(rng: np.random.Generator, options):
@@ -322,4 +350,21 @@ def caption(spec: SceneSpec, book: Phrasebook | str, rng: np.random.Generator) -
         body = _pick(rng, book.pair).format(A=noun_phrase(objs[0], book, rng), B=noun_phrase(objs[1], book, rng))
     else:
         body = _pick(rng, book.listing).format(list=_join_list([noun_phrase(o, book, rng) for o in objs]))
-    return _pick(rng, book.prefixes) + body + _pick(rng, book.suffixes)
+    if book.caption_words is None:
+        return _pick(rng, book.prefixes) + body + _pick(rng, book.suffixes)
+    return _padded(body, book, rng)
+
+
+def _padded(body: str, book: Phrasebook, rng: np.random.Generator) -> str:
+    """The body with prefixes before it and suffixes after it, each used at most once and the side drawn at
+    random, until the caption has at least a drawn number of words (``book.caption_words``)."""
+    low, high = book.caption_words
+    target = int(rng.integers(low, high + 1))
+    pools = [[p for p in book.prefixes if p], [s for s in book.suffixes if s]]
+    before, after = [], []
+    while len(" ".join([*before, body, *after]).split()) < target:
+        side = int(rng.integers(2))
+        pool = pools[side]
+        clause = pool.pop(int(rng.integers(len(pool))))
+        (before.insert(0, clause) if side == 0 else after.append(clause))
+    return "".join(before) + body + "".join(after)
