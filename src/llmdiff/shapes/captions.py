@@ -243,7 +243,8 @@ _SETTINGS = ("on a smooth card", "on a felt board", "on a matte board", "on a wo
 # train-colour-after whose captions run from 3 to 40 words on every kind of scene, whatever the number of
 # objects: a drawn length pads the body with filler sentences before it and clauses after it. In train-varied the
 # padding is one of a few fixed clauses of up to 14 words, so a caption's length still tells the number of objects
-# (correlation 0.47) and a long unseen one-object frame still draws two or three objects.
+# (correlation of words and objects over the default's 6000 scenes: 0.60 in train-colour-after, 0.43 in
+# train-varied, 0.12 here) and a long unseen one-object frame still draws two or three objects.
 TRAIN_ANY_LENGTH = replace(
     TRAIN_COLOUR_AFTER, name="train-any-length",
     prefixes=tuple(f"a {m} {medium} {maker}. " for m in _MANNERS for medium in _MEDIA for maker in _MAKERS)
@@ -360,11 +361,11 @@ def _padded(body: str, book: Phrasebook, rng: np.random.Generator) -> str:
     random, until the caption has at least a drawn number of words (``book.caption_words``)."""
     low, high = book.caption_words
     target = int(rng.integers(low, high + 1))
-    pools = [[p for p in book.prefixes if p], [s for s in book.suffixes if s]]
-    before, after = [], []
-    while len(" ".join([*before, body, *after]).split()) < target:
-        side = int(rng.integers(2))
-        pool = pools[side]
-        clause = pool.pop(int(rng.integers(len(pool))))
-        (before.insert(0, clause) if side == 0 else after.append(clause))
-    return "".join(before) + body + "".join(after)
+    before, after = [p for p in book.prefixes if p], [s for s in book.suffixes if s]
+    chosen_before, chosen_after = [], []
+    while len(" ".join([*chosen_before, body, *chosen_after]).split()) < target and (before or after):
+        if after and (not before or rng.integers(2)):
+            chosen_after.append(after.pop(int(rng.integers(len(after)))))
+        else:
+            chosen_before.insert(0, before.pop(int(rng.integers(len(before)))))
+    return "".join(chosen_before) + body + "".join(chosen_after)
