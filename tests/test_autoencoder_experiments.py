@@ -230,6 +230,38 @@ def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it
     assert "| old |" in before and "| old |" not in relations
 
 
+def test_experiment_report_gives_objects_per_image_in_unseen_frames(tmp_path):
+    import yaml
+
+    from llmdiff.experiments import write_report
+
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    spec_path = tmp_path / "exp.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
+                                         "suites": ["frames"], "variants": {"a": {}, "old": {}}}))
+    out = tmp_path / "results" / "t"
+    (out / "variants").mkdir(parents=True)
+    tags = ("short", "medium", "long")
+
+    def run(variant, seed, objects):
+        bench = {"overall": 0.5, "tasks": {t: {"accuracy": 0.5, "n": 8} for t in tags}}
+        if objects is not None:
+            bench["objects_per_image"] = dict(zip(tags, objects))
+        (out / "variants" / f"{variant}-s{seed}.json").write_text(json.dumps(
+            {"variant": variant, "seed": seed, "steps": 2, "train_minutes": 1.0,
+             "summaries": {"frames": {"benchmarks": {"geneval": bench}}}}))
+
+    run("a", 0, (1.0, 1.5, 2.0))
+    run("a", 1, (1.5, 2.5, 3.0))
+    run("old", 0, None)  # scored before objects were counted
+    report = write_report(load_spec(spec_path), out)
+    assert report["variants"]["a"]["objects/frames/long"]["mean"] == pytest.approx(2.5)
+    md = (out / "results.md").read_text()
+    assert "| a | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.000 | 1.25 ± 0.25 | 2.00 ± 0.50 | 2.50 ± 0.50 |" in md
+    assert "| old | 0.500 | 0.500 | 0.500 | - | - | - |" in md
+
+
 def _summary(overall: float) -> dict:
     return {"geneval": {"benchmarks": {"geneval": {"overall": overall, "tasks": {"position": {"accuracy": overall,
                                                                                              "n": 8}}}}}}

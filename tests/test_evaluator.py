@@ -169,6 +169,12 @@ def test_run_eval_writes_reports(tmp_path):
         assert (tmp_path / "report" / name).is_file()
     rows = [json.loads(l) for l in (tmp_path / "report" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all(r["clauses"] for r in rows)
+    # true renders: the objects detected per image are the objects each prompt asks for
+    entries, asked = load_suite("geneval")[::30], {}  # the prompts _gt_folder drew
+    for r in rows:
+        asked.setdefault(r["tag"], []).append(sum(c["count"] for c in entries[r["prompt_index"]]["include"]))
+    assert summary["benchmarks"]["geneval"]["objects_per_image"] == pytest.approx({t: np.mean(n) for t, n in asked.items()})
+    assert max(summary["benchmarks"]["geneval"]["objects_per_image"].values()) > 1
 
 
 def test_partly_bad_folder_is_scored_and_bad_items_reported(tmp_path):

@@ -310,6 +310,8 @@ def _metrics(summary_by_suite: dict) -> dict[str, float]:
             m[f"{suite}/overall"] = b["overall"]
             for tag, t in b["tasks"].items():
                 m[f"{suite}/{tag}"] = t["accuracy"]
+            for tag, n in b.get("objects_per_image", {}).items():  # runs scored before it existed lack it
+                m[f"objects/{suite}/{tag}"] = n
             outcomes = b.get("position_outcomes")
             if outcomes:  # how the images of prompts with a relation came out (llmdiff eval)
                 for outcome, n in outcomes.items():
@@ -384,10 +386,12 @@ def _markdown(spec: ExperimentSpec, table: dict, paired: dict | None = None) -> 
     if any("frames/overall" in v for v in table.values()):
         from .shapes.suites import SINGLE_FRAMES
 
-        lines += ["", "One object in unseen frames, by the frame's length (the share of images holding that one object "
-                  "and nothing else):", "", "| variant | " + " | ".join(SINGLE_FRAMES) + " |",
-                  "|---|" + "---:|" * len(SINGLE_FRAMES)]
-        lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"frames/{t}")) for t in SINGLE_FRAMES) + " |"
+        lines += ["", "One object in unseen frames, by the frame's length: the share of images holding that one object "
+                  "and nothing else, and the objects detected per image:", "",
+                  "| variant | " + " | ".join(SINGLE_FRAMES) + " | " + " | ".join(f"objects: {t}" for t in SINGLE_FRAMES)
+                  + " |", "|---|" + "---:|" * 2 * len(SINGLE_FRAMES)]
+        lines += [f"| {variant} | " + " | ".join(_fmt(v.get(f"frames/{t}")) for t in SINGLE_FRAMES) + " | "
+                  + " | ".join(_fmt(v.get(f"objects/frames/{t}"), 2) for t in SINGLE_FRAMES) + " |"
                   for variant, v in table.items() if "frames/overall" in v]
     from .evaluation.scoring import POSITION_OUTCOMES
 

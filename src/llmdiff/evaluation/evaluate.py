@@ -51,8 +51,10 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
     bins: dict[int, list[bool]] = defaultdict(list)
     outcomes: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(POSITION_OUTCOMES, 0))
     questions: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    objects: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))  # detections per image
     for r in results:
         groups[r["benchmark"]][r["tag"]].append(r.get("score", r["correct"]))
+        objects[r["benchmark"]][r["tag"]].append(len(r["detections"]))
         outcome = position_outcome(r["correct"], r["clauses"])
         if outcome:
             outcomes[r["benchmark"]][outcome] += 1
@@ -70,6 +72,7 @@ def summarize(results: list[dict], errors: list[dict] | None = None) -> dict:
             "tasks": tags,
             "overall": float(np.mean([t["accuracy"] for t in tags.values()])),
             "by_composition": {k: {"accuracy": float(np.mean(v)), "n": len(v)} for k, v in sorted(split[bench].items())},
+            "objects_per_image": {t: float(np.mean(objects[bench][t])) for t in tags},
         }
         if bench in questions:
             entry.update(_question_summary(questions[bench], [s for v in groups[bench].values() for s in v]))
