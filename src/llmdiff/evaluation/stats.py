@@ -9,9 +9,9 @@ runs with replacement (one draw for the whole suite, as a run scores every promp
 by one lucky seed is not taken for an effect; then it draws prompts with replacement within each task (every
 resample keeps each task's number of prompts, as the overall weighs tasks equally). The interval is the 2.5 and
 97.5 percentiles of the variant's minus the baseline's score. With one run per side only prompts are resampled;
-with two, the run level sees a seed-to-seed spread from two values only, so the interval is still narrower than
-a third seed would make it. `llmdiff experiment` records every run's per-prompt scores (``read_per_prompt``) and
-reports each variant against its baseline (``paired_differences``).
+with two, the run level gauges the seed-to-seed spread from two values only, coarsely. `llmdiff experiment`
+records every run's per-prompt scores (``read_per_prompt``) and reports each variant against its baseline
+(``paired_differences``).
 """
 
 from __future__ import annotations
