@@ -137,7 +137,8 @@ def test_summary_reports_categories_and_the_mean_per_question_score():
     for dets in ([CIRCLE, SQUARE, *TRIANGLES], [SQUARE, *TRIANGLES]):
         correct, clauses = score_dpg(dets, ENTRY)
         results.append({"benchmark": "dpg", "tag": "dense", "heldout": False, "correct": correct,
-                        "score": image_score(correct, clauses, "dpg"), "clauses": clauses})
+                        "score": image_score(correct, clauses, "dpg"), "clauses": clauses,
+                        "detections": [d.to_dict() for d in dets]})
     bench = summarize(results)["benchmarks"]["dpg"]
     assert list(bench["tasks"]) == list(DPG_CATEGORIES)
     assert bench["tasks"]["entity"] == {"accuracy": 5 / 6, "n": 6}

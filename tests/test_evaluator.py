@@ -103,13 +103,16 @@ def test_position_outcomes_tell_mirrored_layouts_from_missing_objects():
     for expected, dets in images.items():
         ok, clauses = score_geneval(dets, entry)
         assert position_outcome(ok, clauses) == expected
-        results.append({"benchmark": "geneval", "tag": "position", "heldout": False, "correct": ok, "clauses": clauses})
+        results.append({"benchmark": "geneval", "tag": "position", "heldout": False, "correct": ok, "clauses": clauses,
+                        "detections": [d.to_dict() for d in dets]})
     single = {"include": [{"class": "square", "count": 1}]}
     ok, clauses = score_geneval([square], single)
     assert position_outcome(ok, clauses) is None  # no relation asked for
-    results.append({"benchmark": "geneval", "tag": "single_object", "heldout": False, "correct": ok, "clauses": clauses})
+    results.append({"benchmark": "geneval", "tag": "single_object", "heldout": False, "correct": ok, "clauses": clauses,
+                    "detections": [square.to_dict()]})
     summary = summarize(results)
     assert summary["benchmarks"]["geneval"]["position_outcomes"] == dict.fromkeys(images, 1)
+    assert summary["benchmarks"]["geneval"]["objects_per_image"] == {"position": 7 / 4, "single_object": 1}
     assert "1 right, 1 mirrored" in markdown_summary(summary)
 
 
