@@ -193,18 +193,24 @@ def test_experiment_overrides_apply_to_every_variant_and_variants_win(tmp_path):
     assert (b.train.warmup, b.train.lr, b.train.steps) == (2, 0.0005, 80)  # a variant's own budget
 
 
-def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it(tmp_path):
+def _report_folder(tmp_path, suite: str):
+    """An experiment of variants "a" and "old" on one suite, 2 seeds, and its empty results folder."""
     import yaml
-
-    from llmdiff.experiments import write_report
 
     base = tmp_path / "base.yaml"
     base.write_text("name: base\n")
     spec_path = tmp_path / "exp.yaml"
     spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
-                                         "suites": ["geneval"], "variants": {"a": {}, "old": {}}}))
+                                         "suites": [suite], "variants": {"a": {}, "old": {}}}))
     out = tmp_path / "results" / "t"
     (out / "variants").mkdir(parents=True)
+    return load_spec(spec_path), out
+
+
+def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it(tmp_path):
+    from llmdiff.experiments import write_report
+
+    spec, out = _report_folder(tmp_path, "geneval")
 
     def run(variant, seed, outcomes):
         bench = {"overall": 0.5, "tasks": {"position": {"accuracy": 0.25, "n": 8}}}
@@ -218,7 +224,7 @@ def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it
     run("a", 1, (2, 2, 1, 3))
     run("old", 0, (1, 1, 0, 6))
     run("old", 1, None)  # scored before the outcomes were recorded
-    report = write_report(load_spec(spec_path), out)
+    report = write_report(spec, out)
     a = report["variants"]["a"]
     assert a["relations/geneval/right"]["mean"] == 4 and a["relations/geneval/right"]["spread"] == 4
     assert a["relations/geneval/right side"]["mean"] == pytest.approx((6 / 8 + 2 / 4) / 2)
@@ -231,17 +237,9 @@ def test_experiment_report_sorts_relation_images_and_keeps_runs_scored_before_it
 
 
 def test_experiment_report_gives_objects_per_image_in_unseen_frames(tmp_path):
-    import yaml
-
     from llmdiff.experiments import write_report
 
-    base = tmp_path / "base.yaml"
-    base.write_text("name: base\n")
-    spec_path = tmp_path / "exp.yaml"
-    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
-                                         "suites": ["frames"], "variants": {"a": {}, "old": {}}}))
-    out = tmp_path / "results" / "t"
-    (out / "variants").mkdir(parents=True)
+    spec, out = _report_folder(tmp_path, "frames")
     tags = ("short", "medium", "long")
 
     def run(variant, seed, objects):
@@ -255,7 +253,7 @@ def test_experiment_report_gives_objects_per_image_in_unseen_frames(tmp_path):
     run("a", 0, (1.0, 1.5, 2.0))
     run("a", 1, (1.5, 2.5, 3.0))
     run("old", 0, None)  # scored before objects were counted
-    report = write_report(load_spec(spec_path), out)
+    report = write_report(spec, out)
     assert report["variants"]["a"]["objects/frames/long"]["mean"] == pytest.approx(2.5)
     md = (out / "results.md").read_text()
     assert "| a | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.000 | 1.25 ± 0.25 | 2.00 ± 0.50 | 2.50 ± 0.50 |" in md
