@@ -24,6 +24,7 @@ from bench_denoisers import train_rate  # noqa: E402
 
 from llmdiff.encoders import TextInput  # noqa: E402
 from llmdiff.model_folder import load_denoiser  # noqa: E402
+from llmdiff.utils import atomic_write_text  # noqa: E402
 
 
 def gate_plot(gates: dict[str, tuple[float, float]], path: Path) -> None:
@@ -89,7 +90,7 @@ def main() -> None:
               "base_parameters": base_params, "adapter_trainable_parameters": adapter_params,
               "adapter_phi_parameters": phi, "train_images_per_s": rates, "threads": a.threads,
               "adapter": a.adapter, "base": a.base}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     lines = ["# LLMDiff adapter on the Shapes base U-Net", "",
              f"Adapter: `{a.adapter}`; base: `{a.base}`. Measured by `python scripts/adapter_report.py` "
              f"({a.threads} thread(s), batch 64, {shape[1]}×{shape[2]}×{shape[0]} input).", "",
@@ -103,7 +104,7 @@ def main() -> None:
     lines += [f"| {n} | {g[0]:.3f} | {g[1]:.3f} |" for n, g in gates.items()]
     lines += ["", "![gates](gates.png)", "",
               "Quality, base vs adapter on the same seeds: [docs/results/adapter](../results/adapter/results.md)."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     print(f"wrote {out}/report.md")
 
 

@@ -9,7 +9,9 @@ machine other jobs keep busy the wall time grows several-fold, the CPU time much
   scheduler), loading the LLM, encoding the prompt, sampling, decoding + writing the PNG.
 Then the throughput of a warm pipeline on a batch of 64 images (16 prompts x 4). `--src` points PYTHONPATH at
 another checkout's src/ (with --cli-only, for a checkout whose Python API differs). The machine's load average
-is recorded with the numbers: other jobs on the CPU slow every stage. Writes docs/benchmarks/cold_start.{md,json}.
+is recorded with the numbers: other jobs on the CPU slow every stage. `python -c "import torch"` is timed in a fresh
+process before each run of the command, and the report gives the ratio of the two best times. Writes
+docs/benchmarks/cold_start.json and cold_start_latest.md (cold_start.md keeps the history of measurements).
 The one-time GGUF conversion of the LLM must have run before (any first `llmdiff generate` does it).
 """
 
@@ -23,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from llmdiff.utils import atomic_write_text
 
 PROMPT = "a red circle to the left of a blue square"
 
@@ -81,16 +85,22 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"))
     p.add_argument("--cli-only", action="store_true", help="only the command's wall time (e.g. for an old checkout)")
-    p.add_argument("--out", default="docs/benchmarks", help="where cold_start.md/json go ('' to only print)")
+    p.add_argument("--out", default="docs/benchmarks", help="where cold_start.json and cold_start_latest.md go ('' to only print)")
     args = p.parse_args()
     env = {**os.environ, "PYTHONPATH": args.src}
     tmp = Path(tempfile.mkdtemp(prefix="llmdiff-bench-"))
     load_before = os.getloadavg()[0]
-    # a new file each run: generate skips an image already written with the same settings
-    cli = [run([sys.executable, "-m", "llmdiff.cli", "generate", PROMPT, "--model", args.model, "--out",
-                str(tmp / f"x{i}.png")], env) for i in range(args.runs)]
+    # a new file each run: generate skips an image already written with the same settings; `import torch` in a
+    # fresh process is timed before each run, so that the ratio between the two holds whatever the machine's pace
+    torch_import, cli = [], []
+    for i in range(args.runs):
+        torch_import.append(run([sys.executable, "-c", "import torch"], env))
+        cli.append(run([sys.executable, "-m", "llmdiff.cli", "generate", PROMPT, "--model", args.model, "--out",
+                        str(tmp / f"x{i}.png")], env))
     wall, cpu = min(r[0] for r in cli), min(r[1] for r in cli)
-    result = {"command_seconds": wall, "command_cpu_seconds": cpu, "model": args.model, "src": args.src,
+    torch_wall = min(r[0] for r in torch_import)
+    result = {"command_seconds": wall, "command_cpu_seconds": cpu, "import_torch_seconds": torch_wall,
+              "ratio_to_import_torch": wall / torch_wall, "model": args.model, "src": args.src,
               "cores": os.cpu_count()}
     if not args.cli_only:
         stages = [json.loads(run([sys.executable, "-c", STAGES, args.model, PROMPT, str(tmp / "y.png")], env)[2])
@@ -102,7 +112,8 @@ def main() -> None:
     result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     lines = [f"`llmdiff generate` one 32 px image ({args.model}, default steps): **{wall:.1f} s** wall, {cpu:.1f} s "
              f"CPU (best of {args.runs} fresh processes; load average {result['load_average'][0]} -> "
-             f"{result['load_average'][1]} on {os.cpu_count()} cores)", ""]
+             f"{result['load_average'][1]} on {os.cpu_count()} cores); `python -c \"import torch\"` timed before each "
+             f"run: {torch_wall:.2f} s, so the command takes **{wall / torch_wall:.1f}x** that", ""]
     if "stages_seconds" in result:
         wall_s, cpu_s = result["stages_seconds"], result["stages_cpu_seconds"]
         lines += ["| stage | wall s | CPU s |", "|---|---:|---:|"]
@@ -114,8 +125,8 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "cold_start.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "cold_start.md").write_text("\n".join(lines) + "\n")
+        atomic_write_text(out / "cold_start.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / "cold_start_latest.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from llmdiff.encoders import TextInput
 from llmdiff.denoisers.lidit import build_lidit
 from llmdiff.denoisers.unet import build_unet
 from llmdiff.diffusion import make_scheduler, sample, training_loss
+from llmdiff.utils import atomic_write_text
 
 TEXT_LEN, TEXT_DIM = 24, 576
 
@@ -157,8 +158,8 @@ def main():
           "`python scripts/bench_denoisers.py`.", "",
           "| model | params | train img/s | sample s | peer (same width, heads, patch) | ours / peer train |",
           "|---|---:|---:|---:|---|---:|", *rows, "", "| U-Net | params | train img/s |", "|---|---:|---:|", *unet_rows]
-    (out / "denoisers.md").write_text("\n".join(md) + "\n")
-    (out / "denoisers.json").write_text(json.dumps(raw, indent=2) + "\n")
+    atomic_write_text(out / "denoisers.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "denoisers.json", json.dumps(raw, indent=2) + "\n")
     print("\n".join(md))
 
 

@@ -22,6 +22,7 @@ import torch
 from llmdiff.encoders import EncoderConfig, load_encoder
 from llmdiff.encoders.cache import build_cache, load_cache
 from llmdiff.encoders.llm import DecoderPromptEncoder
+from llmdiff.utils import atomic_write_text
 
 WORDS = ("a small red circle to the left of a large blue square and three green triangles above "
          "a yellow cross on a plain white background in a simple flat drawing with pink discs").split()
@@ -147,8 +148,8 @@ def main():
           f"Batch {a.batch} x {a.tokens} prompt tokens, fp32, best of {a.repeats}. "
           "Reproduce: `python scripts/bench_encoders.py`.", "", "| measurement | value | |", "|---|---:|---|"]
     md += [f"| {n} | {v:.1f} | {note} |" for n, v, note in rows]
-    (out / "encoders.md").write_text("\n".join(md) + "\n")
-    (out / "encoders.json").write_text(json.dumps(raw, indent=2) + "\n")
+    atomic_write_text(out / "encoders.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "encoders.json", json.dumps(raw, indent=2) + "\n")
     print("\n".join(md))
 
 

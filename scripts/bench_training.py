@@ -1,6 +1,7 @@
 """Training throughput of a config's denoiser in fp32 and under bf16 autocast, side by side in one process.
 
     python scripts/bench_training.py [--config configs/shapes-lidit.yaml] [--threads 1] [--rounds 6]
+    python scripts/bench_training.py --batch-sizes 32,64,128
 
 One training step (forward, backward, AdamW) of the config's model on a fixed batch of `train.batch_size`
 random images and text features (the config's LLM width, 20 tokens), in three ways, alternating step by step so
@@ -14,6 +15,10 @@ that other load on the machine falls on all alike:
 Prints images/s (median over the rounds) and the ratio to fp32, and the operators that take the most time in
 each way (PyTorch's profiler; ``mkldnn`` matmuls in bf16 are the AVX-512 BF16 kernels). Writes
 docs/benchmarks/mixed_precision.{md,json}.
+
+With ``--batch-sizes``, the ways are instead the ``bf16`` step at each of those batch sizes, alternating the same
+way: whether a larger batch (with the learning rate scaled) makes a screen run's images cheaper. Writes
+docs/benchmarks/batch_size.{md,json}.
 """
 
 from __future__ import annotations
@@ -61,21 +66,33 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "shapes-lidit.yaml")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a screen run uses)")
     p.add_argument("--rounds", type=int, default=6, help="timed steps of each way")
+    p.add_argument("--batch-sizes", default="",
+                   help="comma-separated batch sizes to compare under bf16 (e.g. 32,64,128) instead of the ways")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="where the report goes ('' for none)")
     args = p.parse_args()
-    if args.threads < 1 or args.rounds < 2:
-        p.error("--threads must be at least 1 and --rounds at least 2")
+    try:
+        sizes = [int(s) for s in args.batch_sizes.split(",")] if args.batch_sizes else []
+    except ValueError:
+        p.error("--batch-sizes takes comma-separated whole numbers, e.g. 32,64,128")
+    if args.threads < 1 or args.rounds < 2 or min(sizes, default=1) < 1:
+        p.error("--threads and every batch size must be at least 1, --rounds at least 2")
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     widths = [LLM_WIDTHS.get(e.model, 640) for e in cfg.text.encoders]
     torch.manual_seed(0)
     model = build_denoiser(cfg, widths, [1] * len(widths))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    b, side = cfg.train.batch_size, cfg.data.resolution
-    x0 = torch.rand(b, 3, side, side) * 2 - 1
-    texts = [TextInput(torch.randn(b, TEXT_LEN, w), torch.ones(b, TEXT_LEN, dtype=torch.bool)) for w in widths]
+    # name -> (way, batch size); the reference way comes first
+    ways = {f"batch {b}": ("bf16", b) for b in sizes} or {w: (w, cfg.train.batch_size) for w in WAYS}
+    reference = f"batch {cfg.train.batch_size}" if f"batch {cfg.train.batch_size}" in ways else next(iter(ways))
+    side = cfg.data.resolution
+    batches = {b: (torch.rand(b, 3, side, side) * 2 - 1,
+                   [TextInput(torch.randn(b, TEXT_LEN, w), torch.ones(b, TEXT_LEN, dtype=torch.bool)) for w in widths])
+               for b in {b for _, b in ways.values()}}
 
-    def step(way: str) -> float:
+    def step(name: str) -> float:
+        way, b = ways[name]
+        x0, texts = batches[b]
         start = time.perf_counter()
         with use_way(way):
             loss = training_loss(model, x0, texts, "flow", torch.Generator().manual_seed(0), cfg.train.flow_shift)
@@ -84,42 +101,50 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    for way in WAYS:  # warm-up
-        step(way)
-    seconds = {way: [] for way in WAYS}
+    for name in ways:  # warm-up
+        step(name)
+    seconds = {name: [] for name in ways}
     for _ in range(args.rounds):
-        for way in WAYS:
-            seconds[way].append(step(way))
-    rate = {way: b / statistics.median(s) for way, s in seconds.items()}
+        for name in ways:
+            seconds[name].append(step(name))
+    rate = {name: ways[name][1] / statistics.median(s) for name, s in seconds.items()}
     top = {}
     from torch.profiler import ProfilerActivity, profile
 
-    for way in WAYS:
+    for name in ways:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            step(way)
+            step(name)
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:6]
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
-        top[way] = [(e.key, round(e.self_cpu_time_total / total, 3)) for e in events]
+        top[name] = [(e.key, round(e.self_cpu_time_total / total, 3)) for e in events]
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").is_file() else []
-    result = {"config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
-              "threads": args.threads, "batch": b, "rounds": args.rounds, "load_average": load,
-              "images_per_s": rate, "ratio_to_fp32": {w: rate[w] / rate["fp32"] for w in WAYS}, "top_ops": top}
-    lines = [f"# Training throughput under bf16 autocast ({result['config']})", "",
-             f"One training step of the config's denoiser, batch {b}, {args.threads} thread(s), the three ways "
-             f"alternating step by step, median of {args.rounds} steps each; load average at the end "
-             f"{' '.join(load)}. `python scripts/bench_training.py --threads {args.threads}`.", "",
-             "| way | images/s | ratio to fp32 |", "|---|---:|---:|"]
-    lines += [f"| {w} | {rate[w]:.1f} | {rate[w] / rate['fp32']:.2f} |" for w in WAYS]
+    config = str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config)
+    result = {"config": config, "threads": args.threads, "rounds": args.rounds, "load_average": load,
+              "ways": {name: {"way": w, "batch": b} for name, (w, b) in ways.items()}, "reference": reference,
+              "images_per_s": rate, "ratio": {name: rate[name] / rate[reference] for name in ways}, "top_ops": top}
+    if sizes:
+        title, report = f"Training throughput by batch size ({config})", "batch_size"
+        what = f"the bf16 step at batch {', '.join(map(str, sizes))}"
+        command = f"python scripts/bench_training.py --batch-sizes {args.batch_sizes} --threads {args.threads}"
+    else:
+        title, report = f"Training throughput under bf16 autocast ({config})", "mixed_precision"
+        what = f"batch {cfg.train.batch_size}, the three ways"
+        command = f"python scripts/bench_training.py --threads {args.threads}"
+    lines = [f"# {title}", "",
+             f"One training step of the config's denoiser, {args.threads} thread(s), {what} alternating step by step, "
+             f"median of {args.rounds} steps each; load average at the end {' '.join(load)}. `{command}`.", "",
+             f"| way | images/s | ratio to {reference} |", "|---|---:|---:|"]
+    lines += [f"| {name} | {rate[name]:.1f} | {rate[name] / rate[reference]:.2f} |" for name in ways]
     lines += ["", "Where the time goes (share of the step's operator time, PyTorch's profiler):", ""]
-    for way, ops in top.items():
-        lines.append(f"* {way}: " + ", ".join(f"`{k}` {s:.0%}" for k, s in ops))
+    for name, ops in top.items():
+        lines.append(f"* {name}: " + ", ".join(f"`{k}` {s:.0%}" for k, s in ops))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "mixed_precision.json", json.dumps(result, indent=2) + "\n")
-        atomic_write_text(out / "mixed_precision.md", text)
+        atomic_write_text(out / f"{report}.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / f"{report}.md", text)
 
 
 if __name__ == "__main__":
