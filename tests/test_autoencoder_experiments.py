@@ -383,3 +383,17 @@ def test_a_changed_setting_is_seen_and_a_setting_llmdiff_added_since_is_not(tmp_
     assert changed_settings(a, variant_settings(spec, "a", 1)) == ["train.seed"]
     older = {k: v for k, v in a.items() if k != "train.mixed_precision"}  # recorded before the setting existed
     assert changed_settings(older, a) == [] and changed_settings(a, older) == []
+
+
+def test_a_path_inside_another_copy_of_the_checkout_reads_as_the_same_setting(tmp_path, monkeypatch):
+    from llmdiff.experiments import changed_settings, config_settings
+
+    for copy in ("main", "worktree", "other-project"):
+        (tmp_path / copy / "models" / "ae").mkdir(parents=True)
+        name = "someone-else" if copy == "other-project" else "llmdiff"
+        (tmp_path / copy / "pyproject.toml").write_text(f'[project]\nname = "{name}"\n')
+    settings = lambda copy: config_settings({"model": {"autoencoder": str(tmp_path / copy / "models" / "ae")}})  # noqa: E731
+    monkeypatch.chdir(tmp_path / "worktree")
+    assert settings("worktree") == {"model.autoencoder": "models/ae"}
+    assert changed_settings(settings("main"), settings("worktree")) == []  # recorded from the main checkout
+    assert changed_settings(settings("other-project"), settings("worktree")) == ["model.autoencoder"]

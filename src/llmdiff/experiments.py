@@ -109,14 +109,22 @@ def _flat(config: dict) -> dict:
 
 
 def _portable(value):
-    """A path inside the working directory (the checkout an experiment runs from) relative to it, so that the
-    same settings read the same from another copy of the checkout."""
+    """A path inside an llmdiff checkout relative to it (the working directory the experiment runs from, else the
+    checkout the path lies in), so that the same settings read the same from another copy of the checkout: a run
+    recorded from one copy is resumed, not started anew, from another."""
     if isinstance(value, str) and value.startswith("/"):
-        try:
-            return Path(value).relative_to(Path.cwd()).as_posix()
-        except ValueError:
-            return value
+        path = Path(value)
+        for root in (Path.cwd(), *(p for p in path.parents if _is_llmdiff_checkout(p))):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
     return value
+
+
+def _is_llmdiff_checkout(folder: Path) -> bool:
+    try:
+        return 'name = "llmdiff"' in (folder / "pyproject.toml").read_text()
+    except OSError:
+        return False
 
 
 def config_settings(config: dict) -> dict:
