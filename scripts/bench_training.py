@@ -82,7 +82,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_denoiser(cfg, widths, [1] * len(widths))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    # name -> (way, batch size); the reference way comes first
+    # name -> (way, batch size); ratios are to the config's own batch size (fp32 among the three ways)
     ways = {f"batch {b}": ("bf16", b) for b in sizes} or {w: (w, cfg.train.batch_size) for w in WAYS}
     reference = f"batch {cfg.train.batch_size}" if f"batch {cfg.train.batch_size}" in ways else next(iter(ways))
     side = cfg.data.resolution
