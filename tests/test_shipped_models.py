@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 MODELS = Path(__file__).resolve().parents[1] / "models"
 # single_object, colors: the two tasks the models get right most often. Chance (the right one of four
 # shapes; and one of eight colours) is about 0.25 and 0.03. Full-suite scores (4 or 2 images per prompt):
-# shapes-lidit 0.98 and 1.00, shapes-lidit-colour-after 0.98 and 0.96, shapes-lidit-smollm2 0.97 and 1.00, shapes-lidit-latent 0.92 and 0.99,
-# shapes-lidit-pixel 0.41 and 0.31, shapes-unet-adapter 0.97 and 0.86.
+# shapes-lidit 0.98 and 1.00, shapes-lidit-colour-after 0.98 and 0.96, shapes-lidit-smollm2 0.97 and 1.00,
+# shapes-lidit-latent 0.92 and 0.99, shapes-lidit-pixel 0.41 and 0.31, shapes-unet-adapter 0.97 and 0.86.
 EASY = ("single_object", "colors")
 
 
