@@ -159,7 +159,7 @@ class Studio:
             pil = pipe(prompt, negative_prompt=negative_prompt or None, num_images_per_prompt=1,
                        guidance_scale=guidance_scale, num_inference_steps=steps,
                        generator=torch.Generator().manual_seed(seed)).images[0]
-            image = np.asarray(pil)  # the same pixels as `llmdiff generate` writes
+            image = np.asarray(pil)  # the pixels `llmdiff generate --batch-size 1` writes
             maps = _token_maps(pipe, prompt, rec.mass, image.shape[0]) if rec else None
         finally:
             if rec:

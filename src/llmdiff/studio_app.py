@@ -3,7 +3,8 @@
 Type a prompt, pick a model (a shipped one or any trained model folder), get images with their seeds, and
 under the selected image: one heat map per prompt token, the objects the evaluator detects and, for a
 suite prompt, its verdict per clause. A second model draws the same prompt with the same seeds beside it.
-A seed gives the images `llmdiff generate --seed` gives, and every downloaded PNG carries the settings
+A seed gives the images `llmdiff generate --seed --batch-size 1` gives (the page samples one image at a time;
+in a larger batch a pixel may come out one level apart), and every downloaded PNG carries the settings
 `llmdiff generate --from-png` reads.
 """
 
