@@ -104,6 +104,43 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path, tiny_overrides
     assert c["geneval/overall"]["values"][0] == report["variants"]["a"]["geneval/overall"]["values"][0]
 
 
+def test_parallel_runs_find_their_caption_features_encoded_before_they_start(tmp_path, tiny_overrides):
+    """With --jobs 2 the parent encodes each caption set once with every core; runs already trained, shipped
+    models and configs that fail are left alone (the failing run reports its own error)."""
+    import yaml
+
+    from llmdiff.encoders import load_encoder
+    from llmdiff.encoders.cache import default_cache_folder
+    from llmdiff.experiments import _encode_captions, variant_config
+    from llmdiff.shapes.training_set import build_caption_set
+
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\n")
+    common = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in tiny_overrides) if k != "name"}
+    # caption sets no other test encodes (their own data seeds): their caches start missing
+    variants = {"a": {**common, "data.seed": 9101}, "b": {**common, "data.seed": 9102},
+                "bad": {**common, "text.encoders": [{"model": str(tmp_path / "no-such-model"), "layers": -1}]}}
+    spec_path = tmp_path / "exp.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
+                                         "seeded_variants": ["a", "b"], "suites": ["paraphrase"],
+                                         "variants": variants}))
+    spec = load_spec(spec_path)
+
+    def cache(variant):
+        cfg = variant_config(spec, variant, 0)
+        captions = build_caption_set(cfg.data.n_scenes, cfg.data.captions_per_scene, cfg.data.seed, cfg.data.mix, cfg.data.phrasebook,
+            cfg.data.p_color).captions
+        return default_cache_folder(load_encoder(cfg.text.encoders[0]).cache_key(), captions) / "manifest.json"
+
+    trained = tmp_path / "runs" / "t" / "b" / "s0" / "model"
+    trained.mkdir(parents=True)
+    (trained / "model_index.json").write_text("{}")
+    assert not cache("a").exists() and not cache("b").exists()
+    _encode_captions(spec, [("a", 0), ("a", 1), ("b", 0), ("bad", 0)], tmp_path / "runs")
+    assert json.loads(cache("a").read_text())["complete"]
+    assert not cache("b").exists()  # its only pending run is trained already
+
+
 def test_experiment_runs_jobs_in_parallel_processes_and_reports_a_failed_run(tmp_path, tiny_overrides):
     import yaml
 

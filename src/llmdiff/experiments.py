@@ -207,7 +207,7 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
 
     from tqdm.auto import tqdm
 
-    # runs that need the same feature cache share it: the first builds it, the others wait (cached_features)
+    _encode_captions(spec, pending, runs)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
@@ -219,6 +219,32 @@ def run_experiment(spec: ExperimentSpec, variants: list[str] | None = None, runs
         if error is not None:
             raise error
     return write_report(spec, out)
+
+
+def _encode_captions(spec: ExperimentSpec, pending: list[tuple[str, int]], runs: Path) -> None:
+    """Build the feature caches that the pending runs will train on, here, with every core: in the workers (a
+    few threads each) the first run to need a cache would encode it alone while the runs that share it wait.
+    A config that fails here is left to its run, which reports the error after the other runs finish."""
+    from .training.data import training_data
+
+    seen = set()
+    for variant, seed in pending:
+        if _existing_model(spec, variant, seed):
+            continue
+        cfg = variant_config(spec, variant, seed)
+        run_dir = _run_folder(runs / (spec.reuse or spec.name) / variant, seed, cfg)
+        if (run_dir / "model" / "model_index.json").is_file():
+            continue  # trained already: only its evaluation is pending
+        settings = to_dict(cfg)
+        key = json.dumps([settings["data"], settings["text"]["encoders"], settings["text"]["cache_dtype"]],
+                         sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            training_data(cfg)
+        except LLMDiffError:
+            continue
 
 
 def _existing_model(spec: ExperimentSpec, variant: str, seed: int) -> str | None:
