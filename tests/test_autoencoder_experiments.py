@@ -104,7 +104,7 @@ def test_experiment_runner_trains_evaluates_and_resumes(tmp_path, tiny_overrides
     assert c["geneval/overall"]["values"][0] == report["variants"]["a"]["geneval/overall"]["values"][0]
 
 
-def test_parallel_runs_find_their_caption_features_encoded_before_they_start(tmp_path, tiny_overrides):
+def test_parallel_runs_find_their_caption_features_encoded_before_they_start(tmp_path, tiny_overrides, monkeypatch):
     """With --jobs 2 the parent encodes each caption set once with every core; runs already trained, shipped
     models and configs that fail are left alone (the failing run reports its own error)."""
     import yaml
@@ -113,12 +113,18 @@ def test_parallel_runs_find_their_caption_features_encoded_before_they_start(tmp
     from llmdiff.encoders.cache import default_cache_folder
     from llmdiff.experiments import _encode_captions, variant_config
     from llmdiff.shapes.training_set import build_caption_set
+    from llmdiff.utils import cache_dir
+
+    # an empty feature cache; the converted models are shared with the user cache
+    (cache_dir() / "models").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
+    monkeypatch.setenv("LLMDIFF_CACHE", str(tmp_path / "cache"))
 
     base = tmp_path / "base.yaml"
     base.write_text("name: base\n")
     common = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in tiny_overrides) if k != "name"}
-    # caption sets no other test encodes (their own data seeds): their caches start missing
-    variants = {"a": {**common, "data.seed": 9101}, "b": {**common, "data.seed": 9102},
+    variants = {"a": common, "b": {**common, "data.seed": 9102},  # two caption sets
                 "bad": {**common, "text.encoders": [{"model": str(tmp_path / "no-such-model"), "layers": -1}]}}
     spec_path = tmp_path / "exp.yaml"
     spec_path.write_text(yaml.safe_dump({"name": "t", "base": str(base), "steps": 2, "seeds": [0, 1],
@@ -128,8 +134,9 @@ def test_parallel_runs_find_their_caption_features_encoded_before_they_start(tmp
 
     def cache(variant):
         cfg = variant_config(spec, variant, 0)
-        captions = build_caption_set(cfg.data.n_scenes, cfg.data.captions_per_scene, cfg.data.seed, cfg.data.mix, cfg.data.phrasebook,
-            cfg.data.p_color).captions
+        data = cfg.data
+        captions = build_caption_set(data.n_scenes, data.captions_per_scene, data.seed, data.mix, data.phrasebook,
+                                     data.p_color).captions
         return default_cache_folder(load_encoder(cfg.text.encoders[0]).cache_key(), captions) / "manifest.json"
 
     trained = tmp_path / "runs" / "t" / "b" / "s0" / "model"
