@@ -453,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--results", default="docs/results", help="where tables and plots go")
     x.add_argument("--jobs", type=int_in(1, 64), default=1, help="runs trained at once, one process each (e.g. 2 "
                    "on a 2-core CPU with the experiment's threads: 1); each process gets cores / jobs threads "
-                   "unless the experiment sets threads")
+                   "unless the experiment sets threads; the runs' caption features are encoded first, with every "
+                   "core")
 
     e = sub.add_parser("eval", help="score generated images (GenEval layout) with the Shapes detector")
     e.add_argument("--images", help="folder with 00000/metadata.jsonl + 00000/samples/0000.png ...")
